@@ -1,0 +1,1 @@
+//! Container runtime over the Docker Engine API. Only this crate knows Docker.

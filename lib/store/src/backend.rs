@@ -1,0 +1,126 @@
+//! The document primitives every backend implements. Documents are JSON objects stored under
+//! `(kind, key)`, each with a `parent` (tenant for actors, actor db_id for workers, executions and
+//! logs) used for listing in insertion order.
+
+use async_trait::async_trait;
+use serde_json::{Map, Value};
+
+use crate::Result;
+
+/// The collections. Which server holds which one is the split backend's business.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Actors,
+    Workers,
+    Executions,
+    Logs,
+    Permissions,
+    Nonces,
+    Aliases,
+    Configs,
+    Clients,
+    Meta,
+}
+
+impl Kind {
+    pub const ALL: &'static [Kind] = &[
+        Kind::Actors,
+        Kind::Workers,
+        Kind::Executions,
+        Kind::Logs,
+        Kind::Permissions,
+        Kind::Nonces,
+        Kind::Aliases,
+        Kind::Configs,
+        Kind::Clients,
+        Kind::Meta,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Actors => "actors",
+            Kind::Workers => "workers",
+            Kind::Executions => "executions",
+            Kind::Logs => "logs",
+            Kind::Permissions => "permissions",
+            Kind::Nonces => "nonces",
+            Kind::Aliases => "aliases",
+            Kind::Configs => "configs",
+            Kind::Clients => "clients",
+            Kind::Meta => "meta",
+        }
+    }
+
+    /// Live state (Redis in the distributed backend) as opposed to durable records (PostgreSQL).
+    pub fn is_live_state(self) -> bool {
+        matches!(
+            self,
+            Kind::Actors | Kind::Workers | Kind::Nonces | Kind::Aliases
+        )
+    }
+}
+
+/// A window over a listing in insertion order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub offset: u64,
+    pub limit: Option<u64>,
+}
+
+impl Page {
+    pub fn all() -> Page {
+        Page {
+            offset: 0,
+            limit: None,
+        }
+    }
+
+    pub fn new(offset: u64, limit: u64) -> Page {
+        Page {
+            offset,
+            limit: Some(limit),
+        }
+    }
+}
+
+/// The outcome of a guarded merge.
+#[derive(Debug, PartialEq)]
+pub enum Merge {
+    /// The patch was applied; the new document.
+    Applied(Value),
+    /// The guard did not hold; the current document, unchanged.
+    Refused(Value),
+    Missing,
+}
+
+#[async_trait]
+pub trait Backend: Send + Sync {
+    async fn get(&self, kind: Kind, key: &str) -> Result<Option<Value>>;
+
+    /// Insert or replace. A replaced document keeps its place in its parent's listing.
+    async fn put(&self, kind: Kind, key: &str, parent: &str, doc: &Value) -> Result<()>;
+
+    /// Insert only if absent; `false` when the key already exists.
+    async fn insert_new(&self, kind: Kind, key: &str, parent: &str, doc: &Value) -> Result<bool>;
+
+    async fn delete(&self, kind: Kind, key: &str) -> Result<bool>;
+
+    /// Deletes every document of `kind` whose parent is `parent`; returns how many.
+    async fn delete_children(&self, kind: Kind, parent: &str) -> Result<u64>;
+
+    /// `(key, doc)` pairs of one parent (or of all parents) in insertion order.
+    async fn list(&self, kind: Kind, parent: Option<&str>, page: Page)
+        -> Result<Vec<(String, Value)>>;
+
+    async fn count(&self, kind: Kind, parent: Option<&str>) -> Result<u64>;
+
+    /// Atomically sets the top-level fields of `patch` on the document, if the guard
+    /// `(field, allowed values)` holds (the field's current value is a string in the list).
+    async fn merge(
+        &self,
+        kind: Kind,
+        key: &str,
+        guard: Option<(&str, &[&str])>,
+        patch: &Map<String, Value>,
+    ) -> Result<Merge>;
+}

@@ -1,0 +1,1 @@
+//! Test harness shared by the black-box and end-to-end tests.
