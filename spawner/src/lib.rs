@@ -1,1 +1,276 @@
-//! placeholder
+//! The spawner: consumes worker-start commands from `command_channel_{queue}` for each of this
+//! host's queues, takes each requested worker through `SPAWNER SETUP → PULLING IMAGE → CREATING
+//! CONTAINER → READY`, and runs it as a task of this process.
+//!
+//! On start it recovers from a crash of its previous incarnation: worker records of this host are
+//! stale (their tasks died with the process), so they are removed, leftover actor containers of
+//! this host are removed, and each affected actor gets a worker again.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use abaco_control::Control;
+use abaco_core::time::now;
+use abaco_core::{ActorStatus, Config, DbId, Queue, SpawnerCommand, WorkerStatus};
+use abaco_runtime::Runtime;
+use abaco_store::Transition;
+use abaco_worker::WorkerContext;
+
+/// Errors that stop the spawner from starting at all.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnerError {
+    #[error(transparent)]
+    Control(#[from] abaco_control::ControlError),
+    #[error(transparent)]
+    Store(#[from] abaco_store::StoreError),
+}
+
+#[derive(Clone)]
+pub struct SpawnerContext {
+    pub config: Arc<Config>,
+    pub control: Control,
+    pub runtime: Runtime,
+}
+
+/// Runs the spawner until `shutdown`; then waits for its workers to finish their in-flight
+/// executions.
+pub async fn run(ctx: SpawnerContext, shutdown: CancellationToken) -> Result<(), SpawnerError> {
+    recover(&ctx).await?;
+    let workers = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
+    let mut queues = JoinSet::new();
+    for queue in ctx.config.spawner.host_queues.clone() {
+        queues.spawn(serve_queue(
+            ctx.clone(),
+            queue,
+            workers.clone(),
+            shutdown.clone(),
+        ));
+    }
+    while queues.join_next().await.is_some() {}
+    let mut workers = workers.lock().await;
+    tracing::info!(
+        workers = workers.len(),
+        "spawner stopping; waiting for in-flight executions"
+    );
+    while workers.join_next().await.is_some() {}
+    Ok(())
+}
+
+async fn serve_queue(
+    ctx: SpawnerContext,
+    queue: String,
+    workers: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    shutdown: CancellationToken,
+) {
+    let command_queue = Queue::Command(queue.clone());
+    loop {
+        let mut consumer = match ctx.control.channels.consume(&command_queue).await {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::warn!(%queue, cause = %err, "cannot consume command queue; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        tracing::info!(%queue, host_id = %ctx.config.spawner.host_id, "spawner serving command queue");
+        loop {
+            // Respect the per-host capacity before taking another command.
+            loop {
+                let running = {
+                    let mut set = workers.lock().await;
+                    while set.try_join_next().is_some() {}
+                    set.len()
+                };
+                if running < ctx.config.spawner.max_workers_per_host {
+                    break;
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                }
+            }
+            let delivery = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                d = consumer.next() => d,
+            };
+            let delivery = match delivery {
+                Ok(Some(d)) => d,
+                Ok(None) | Err(_) => break,
+            };
+            let command: SpawnerCommand = match delivery.decode() {
+                Ok(c) => c,
+                Err(err) => {
+                    tracing::error!(cause = %err, "dropping undecodable spawner command");
+                    let _ = delivery.nack(false).await;
+                    continue;
+                }
+            };
+            // Acked after processing: a spawner that dies mid-way gets the command redelivered
+            // (to itself after restart, or to another spawner of the queue).
+            spawn_worker(&ctx, command, &workers, &shutdown).await;
+            let _ = delivery.ack().await;
+        }
+        tracing::warn!(%queue, "command consumer closed; reconnecting");
+    }
+}
+
+/// Takes one requested worker to READY and starts it.
+async fn spawn_worker(
+    ctx: &SpawnerContext,
+    command: SpawnerCommand,
+    workers: &Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    shutdown: &CancellationToken,
+) {
+    let store = &ctx.control.store;
+    let db_id = command.actor_id.clone();
+    let wid = command.worker_id.clone();
+    let actor = match store.actor(&db_id).await {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            let _ = store.delete_worker(&db_id, &wid).await;
+            return;
+        }
+        Err(err) => {
+            tracing::error!(actor_id = %db_id, cause = %err, "cannot read actor for spawner command");
+            return;
+        }
+    };
+    if actor.status == ActorStatus::Error || actor.status == ActorStatus::ShuttingDown {
+        let _ = store.delete_worker(&db_id, &wid).await;
+        return;
+    }
+    let host = &ctx.config.spawner;
+    let mut setup = Map::new();
+    setup.insert("host_id".into(), json!(host.host_id));
+    setup.insert("host_ip".into(), json!(host.host_ip));
+    match store
+        .transition_worker(&db_id, &wid, WorkerStatus::SpawnerSetup, setup)
+        .await
+    {
+        Ok(Transition::Applied) => {}
+        Ok(Transition::Refused(status)) => {
+            if !status.is_viable() {
+                let _ = store.delete_worker(&db_id, &wid).await;
+            }
+            return;
+        }
+        Ok(Transition::Missing) => return,
+        Err(err) => {
+            tracing::error!(worker_id = %wid, cause = %err, "cannot start worker setup");
+            return;
+        }
+    }
+    let _ = store
+        .transition_worker(&db_id, &wid, WorkerStatus::PullingImage, Map::new())
+        .await;
+    if let Err(why) = ensure_image(ctx, &command.image).await {
+        tracing::error!(actor_id = %db_id, image = %command.image, cause = %why, "image unavailable; actor in ERROR");
+        let _ = store.delete_worker(&db_id, &wid).await;
+        let _ = store
+            .set_actor_status(&db_id, ActorStatus::Error, &why)
+            .await;
+        return;
+    }
+    let _ = store
+        .transition_worker(&db_id, &wid, WorkerStatus::CreatingContainer, Map::new())
+        .await;
+    let mut ready = Map::new();
+    ready.insert("image".into(), json!(command.image));
+    ready.insert("revision".into(), json!(command.revision));
+    ready.insert("location".into(), json!(ctx.config.docker.dd));
+    ready.insert("last_health_check_time".into(), json!(now()));
+    if !matches!(
+        store
+            .transition_worker(&db_id, &wid, WorkerStatus::Ready, ready)
+            .await,
+        Ok(Transition::Applied)
+    ) {
+        return;
+    }
+    let worker = match store.worker(&db_id, &wid).await {
+        Ok(Some(w)) => w,
+        _ => return,
+    };
+    if actor.status != ActorStatus::Ready {
+        let _ = store
+            .set_actor_status(&db_id, ActorStatus::Ready, " ")
+            .await;
+    }
+    let worker_ctx = WorkerContext {
+        config: ctx.config.clone(),
+        control: ctx.control.clone(),
+        runtime: ctx.runtime.clone(),
+    };
+    workers
+        .lock()
+        .await
+        .spawn(abaco_worker::run(worker_ctx, worker, shutdown.clone()));
+    tracing::info!(actor_id = %db_id, worker_id = %wid, "worker READY");
+    if command.stop_existing {
+        if let Err(err) = ctx
+            .control
+            .stop_workers(
+                &db_id,
+                std::slice::from_ref(&wid),
+                "replaced by a worker of a new revision",
+            )
+            .await
+        {
+            tracing::warn!(actor_id = %db_id, cause = %err, "could not stop old workers");
+        }
+    }
+}
+
+/// The image is used as is when present locally; otherwise pulled once.
+async fn ensure_image(ctx: &SpawnerContext, image: &str) -> Result<(), String> {
+    match ctx.runtime.image_exists(image).await {
+        Ok(true) => Ok(()),
+        Ok(false) => ctx.runtime.pull(image).await.map_err(|e| {
+            format!("Image {image} is not available locally and could not be pulled: {e}")
+        }),
+        Err(e) => Err(format!("Could not inspect image {image}: {e}")),
+    }
+}
+
+/// Cleans up after a previous incarnation of this host's spawner (see the module docs).
+pub async fn recover(ctx: &SpawnerContext) -> Result<(), SpawnerError> {
+    let host_id = &ctx.config.spawner.host_id;
+    let store = &ctx.control.store;
+    let mut affected: HashSet<DbId> = HashSet::new();
+    for worker in store.all_workers().await? {
+        if worker.host_id.as_deref() == Some(host_id.as_str()) {
+            store.delete_worker(&worker.actor_id, &worker.id).await?;
+            affected.insert(worker.actor_id.clone());
+        }
+    }
+    match ctx
+        .runtime
+        .list(&[(abaco_worker::LABEL_HOST, host_id.as_str())])
+        .await
+    {
+        Ok(containers) => {
+            for c in containers {
+                let _ = ctx.runtime.remove(&c.id, true).await;
+            }
+        }
+        Err(err) => tracing::warn!(cause = %err, "cannot list leftover containers"),
+    }
+    for db_id in &affected {
+        if let Some(actor) = store.actor(db_id).await? {
+            if actor.status != ActorStatus::Error && actor.status != ActorStatus::ShuttingDown {
+                ctx.control.ensure_one_worker(&actor).await?;
+            }
+        }
+    }
+    if !affected.is_empty() {
+        tracing::info!(host_id = %host_id, actors = affected.len(), "recovered workers of a previous run");
+    }
+    Ok(())
+}

@@ -8,6 +8,8 @@
 mod amqp;
 mod backend;
 mod embedded;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,12 +54,16 @@ impl Channels {
     }
 
     pub async fn connect_amqp(uri: &str, prefetch: u16) -> Result<Channels> {
-        Ok(Channels(Arc::new(amqp::Amqp::connect(uri, prefetch).await?)))
+        Ok(Channels(Arc::new(
+            amqp::Amqp::connect(uri, prefetch).await?,
+        )))
     }
 
     /// Publishes raw bytes; returns once the message is durable (confirmed / committed).
     pub async fn publish_bytes(&self, queue: &Queue, payload: Vec<u8>) -> Result<()> {
-        self.0.publish(&queue.name(), queue.is_durable(), payload).await
+        self.0
+            .publish(&queue.name(), queue.is_durable(), payload)
+            .await
     }
 
     /// Publishes a JSON-encoded value.

@@ -222,7 +222,10 @@ impl Ini {
     }
 
     fn keys(&self, section: &str) -> impl Iterator<Item = &String> {
-        self.sections.get(section).into_iter().flat_map(|s| s.keys())
+        self.sections
+            .get(section)
+            .into_iter()
+            .flat_map(|s| s.keys())
     }
 }
 
@@ -367,7 +370,10 @@ impl Reader<'_> {
         default: &str,
         allowed: &[&str],
     ) -> Result<String, ConfigError> {
-        let v = self.string(section, key, default).trim().to_ascii_lowercase();
+        let v = self
+            .string(section, key, default)
+            .trim()
+            .to_ascii_lowercase();
         if allowed.contains(&v.as_str()) {
             Ok(v)
         } else {
@@ -478,16 +484,24 @@ impl Config {
                 worker_ttl: r.parse("workers", "worker_ttl", -1i64)?,
                 sync_max_idle_time: r.parse("workers", "sync_max_idle_time", 600i64)?,
                 leave_containers: r.boolean("workers", "leave_containers", false)?,
-                socket_host_path_dir: r.ini.get("workers", "socket_host_path_dir").map(PathBuf::from),
-                fifo_host_path_dir: r.ini.get("workers", "fifo_host_path_dir").map(PathBuf::from),
+                socket_host_path_dir: r
+                    .ini
+                    .get("workers", "socket_host_path_dir")
+                    .map(PathBuf::from),
+                fifo_host_path_dir: r
+                    .ini
+                    .get("workers", "fifo_host_path_dir")
+                    .map(PathBuf::from),
                 allow_privileged: r.boolean("workers", "allow_privileged", true)?,
             },
             web: WebConfig {
                 api_server: r.ini.get("web", "api_server"),
                 bind,
                 allow_insecure_bind: r.boolean("web", "allow_insecure_bind", false)?,
-                access_control: r.one_of("web", "access_control", "none", &["none", "jwt"])?,
-                tenant_name: r.string("web", "tenant_name", "DEV-DEVELOP").to_ascii_uppercase(),
+                access_control: r.one_of("web", "access_control", "none", &["none"])?,
+                tenant_name: r
+                    .string("web", "tenant_name", "DEV-DEVELOP")
+                    .to_ascii_uppercase(),
                 case: r.one_of("web", "case", "snake", &["snake", "camel"])?,
                 max_content_length: r.parse("web", "max_content_length", 500_000_000u64)?,
                 max_log_length: r.parse("web", "max_log_length", 1_000_000usize)?,
@@ -505,14 +519,23 @@ impl Config {
         Ok(config)
     }
 
+    /// Re-validates a configuration whose fields were changed after loading (command-line flags).
+    pub fn from_parts(config: Config) -> Result<Config, ConfigError> {
+        config.validate()?;
+        Ok(config)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let addr: std::net::SocketAddr =
-            self.web.bind.parse().map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
-                section: "web".into(),
-                key: "bind".into(),
-                value: self.web.bind.clone(),
-                problem: e.to_string(),
-            })?;
+            self.web
+                .bind
+                .parse()
+                .map_err(|e: std::net::AddrParseError| ConfigError::Invalid {
+                    section: "web".into(),
+                    key: "bind".into(),
+                    value: self.web.bind.clone(),
+                    problem: e.to_string(),
+                })?;
         if self.web.access_control == "none"
             && !addr.ip().is_loopback()
             && !self.web.allow_insecure_bind
@@ -600,17 +623,29 @@ mod tests {
         check("[web]\nbind = 0.0.0.0:8000\n", |c| {
             assert!(c.unwrap_err().to_string().contains("loopback"));
         });
-        check("[web]\nbind = 0.0.0.0:8000\nallow_insecure_bind = true\n", |c| {
-            assert!(c.is_ok());
-        });
+        check(
+            "[web]\nbind = 0.0.0.0:8000\nallow_insecure_bind = true\n",
+            |c| {
+                assert!(c.is_ok());
+            },
+        );
     }
 
     #[test]
     fn tenant_keys_are_accepted_and_found() {
-        check("[web]\ndefault_token = false\ndev_default_token = true\n", |c| {
-            let c = c.unwrap();
-            assert_eq!(c.tenant_value("web", "DEV", "default_token").as_deref(), Some("true"));
-            assert_eq!(c.tenant_value("web", "SD2E", "default_token").as_deref(), Some("false"));
-        });
+        check(
+            "[web]\ndefault_token = false\ndev_default_token = true\n",
+            |c| {
+                let c = c.unwrap();
+                assert_eq!(
+                    c.tenant_value("web", "DEV", "default_token").as_deref(),
+                    Some("true")
+                );
+                assert_eq!(
+                    c.tenant_value("web", "SD2E", "default_token").as_deref(),
+                    Some("false")
+                );
+            },
+        );
     }
 }

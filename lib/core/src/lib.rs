@@ -6,6 +6,7 @@ pub mod config;
 pub mod ids;
 pub mod messages;
 pub mod model;
+pub mod pyrepr;
 pub mod status;
 pub mod time;
 

@@ -91,7 +91,47 @@ impl ContentType {
 pub enum MessageBody {
     Text(String),
     Json(Value),
-    Binary(Vec<u8>),
+    /// Raw bytes travel after the JSON header (see `MailboxMessage::encode`), not inside it.
+    Binary(#[serde(skip)] Vec<u8>),
+}
+
+/// Why a mailbox payload could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("mailbox message is malformed: {0}")]
+pub struct DecodeError(String);
+
+impl MailboxMessage {
+    /// Wire form: 4-byte big-endian header length, the JSON header, then the raw bytes of a
+    /// binary message. Binary payloads (up to hundreds of MB) are never JSON-encoded.
+    pub fn encode(&self) -> Vec<u8> {
+        let header = serde_json::to_vec(self).unwrap_or_default();
+        let body: &[u8] = match &self.message {
+            MessageBody::Binary(bytes) => bytes,
+            _ => &[],
+        };
+        let mut out = Vec::with_capacity(4 + header.len() + body.len());
+        out.extend_from_slice(&(header.len() as u32).to_be_bytes());
+        out.extend_from_slice(&header);
+        out.extend_from_slice(body);
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<MailboxMessage, DecodeError> {
+        let len_bytes: [u8; 4] = bytes
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| DecodeError("shorter than its header length".into()))?;
+        let len = u32::from_be_bytes(len_bytes) as usize;
+        let header = bytes
+            .get(4..4 + len)
+            .ok_or_else(|| DecodeError("truncated header".into()))?;
+        let mut message: MailboxMessage =
+            serde_json::from_slice(header).map_err(|e| DecodeError(e.to_string()))?;
+        if let MessageBody::Binary(body) = &mut message.message {
+            *body = bytes[4 + len..].to_vec();
+        }
+        Ok(message)
+    }
 }
 
 /// Commands on a worker's control queue (spec §0.3).
@@ -119,13 +159,38 @@ mod tests {
     fn queue_names_match_abaco() {
         let db_id = DbId::from("DEV_abc");
         assert_eq!(Queue::Mailbox(db_id.clone()).name(), "actor_msg_DEV_abc");
-        assert_eq!(Queue::Command("default".into()).name(), "command_channel_default");
-        assert_eq!(Queue::WorkerControl(WorkerId::from("w1")).name(), "worker_w1");
+        assert_eq!(
+            Queue::Command("default".into()).name(),
+            "command_channel_default"
+        );
+        assert_eq!(
+            Queue::WorkerControl(WorkerId::from("w1")).name(),
+            "worker_w1"
+        );
         assert_eq!(
             Queue::Results(db_id, ExecutionId::from("e1")).name(),
             "results_DEV_abc_e1"
         );
         assert_eq!(Queue::Events.name(), "events_channel_default");
+    }
+
+    #[test]
+    fn mailbox_messages_round_trip_with_raw_binary() {
+        for body in [
+            MessageBody::Text("hello".into()),
+            MessageBody::Json(serde_json::json!({"a": [1, 2]})),
+            MessageBody::Binary(vec![0, 159, 146, 150, 255]),
+        ] {
+            let message = MailboxMessage {
+                execution_id: ExecutionId::from("e1"),
+                content_type: ContentType::Str,
+                message: body,
+                env: Map::new(),
+            };
+            assert_eq!(MailboxMessage::decode(&message.encode()).unwrap(), message);
+        }
+        assert!(MailboxMessage::decode(&[0, 0]).is_err());
+        assert!(MailboxMessage::decode(&[0, 0, 0, 9, b'{']).is_err());
     }
 
     #[test]

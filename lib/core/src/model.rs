@@ -173,3 +173,40 @@ impl Worker {
         }
     }
 }
+
+/// Docker memory strings: bytes, or a number with `b`, `k`, `m`, `g` (any case); `-1` unlimited.
+pub fn parse_mem_limit(s: &str) -> Option<i64> {
+    let s = s.trim().to_ascii_lowercase();
+    if s == "-1" {
+        return Some(-1);
+    }
+    let (digits, mult) = match s.chars().last()? {
+        'b' => (&s[..s.len() - 1], 1),
+        'k' => (&s[..s.len() - 1], 1 << 10),
+        'm' => (&s[..s.len() - 1], 1 << 20),
+        'g' => (&s[..s.len() - 1], 1 << 30),
+        c if c.is_ascii_digit() => (&s[..], 1),
+        _ => return None,
+    };
+    let n: i64 = digits.parse().ok()?;
+    if n <= 0 {
+        return None;
+    }
+    n.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_mem_limit;
+
+    #[test]
+    fn memory_strings() {
+        assert_eq!(parse_mem_limit("512m"), Some(512 << 20));
+        assert_eq!(parse_mem_limit("1G"), Some(1 << 30));
+        assert_eq!(parse_mem_limit("4096"), Some(4096));
+        assert_eq!(parse_mem_limit("-1"), Some(-1));
+        assert_eq!(parse_mem_limit("lots"), None);
+        assert_eq!(parse_mem_limit("0m"), None);
+        assert_eq!(parse_mem_limit(""), None);
+    }
+}

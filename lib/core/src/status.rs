@@ -110,7 +110,10 @@ mod tests {
             assert_eq!(WorkerStatus::parse(s.as_str()), Some(*s));
         }
         assert_eq!(WorkerStatus::SpawnerSetup.as_str(), "SPAWNER SETUP");
-        assert_eq!(WorkerStatus::ShutdownRequested.as_str(), "SHUTDOWN_REQUESTED");
+        assert_eq!(
+            WorkerStatus::ShutdownRequested.as_str(),
+            "SHUTDOWN_REQUESTED"
+        );
     }
 
     #[test]

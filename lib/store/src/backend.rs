@@ -109,8 +109,12 @@ pub trait Backend: Send + Sync {
     async fn delete_children(&self, kind: Kind, parent: &str) -> Result<u64>;
 
     /// `(key, doc)` pairs of one parent (or of all parents) in insertion order.
-    async fn list(&self, kind: Kind, parent: Option<&str>, page: Page)
-        -> Result<Vec<(String, Value)>>;
+    async fn list(
+        &self,
+        kind: Kind,
+        parent: Option<&str>,
+        page: Page,
+    ) -> Result<Vec<(String, Value)>>;
 
     async fn count(&self, kind: Kind, parent: Option<&str>) -> Result<u64>;
 
@@ -123,4 +127,27 @@ pub trait Backend: Send + Sync {
         guard: Option<(&str, &[&str])>,
         patch: &Map<String, Value>,
     ) -> Result<Merge>;
+}
+
+/// Whether the guard `(field, allowed)` holds on `doc`: the field is a string in the list.
+pub(crate) fn guard_holds(doc: &Value, guard: Option<(&str, &[&str])>) -> bool {
+    match guard {
+        None => true,
+        Some((field, allowed)) => doc
+            .get(field)
+            .and_then(Value::as_str)
+            .is_some_and(|current| allowed.contains(&current)),
+    }
+}
+
+/// Sets the top-level fields of `patch` on `doc` (a non-object document becomes an object).
+pub(crate) fn apply_patch(doc: &mut Value, patch: &Map<String, Value>) {
+    if !doc.is_object() {
+        *doc = Value::Object(Map::new());
+    }
+    if let Value::Object(fields) = doc {
+        for (name, value) in patch {
+            fields.insert(name.clone(), value.clone());
+        }
+    }
 }

@@ -94,14 +94,24 @@ impl Store {
     pub async fn insert_actor(&self, actor: &Actor) -> Result<bool> {
         let db_id = actor.db_id();
         self.0
-            .insert_new(Kind::Actors, db_id.as_str(), actor.tenant.as_str(), &to_doc(actor)?)
+            .insert_new(
+                Kind::Actors,
+                db_id.as_str(),
+                actor.tenant.as_str(),
+                &to_doc(actor)?,
+            )
             .await
     }
 
     pub async fn put_actor(&self, actor: &Actor) -> Result<()> {
         let db_id = actor.db_id();
         self.0
-            .put(Kind::Actors, db_id.as_str(), actor.tenant.as_str(), &to_doc(actor)?)
+            .put(
+                Kind::Actors,
+                db_id.as_str(),
+                actor.tenant.as_str(),
+                &to_doc(actor)?,
+            )
             .await
     }
 
@@ -111,7 +121,8 @@ impl Store {
 
     /// Actors of one tenant, in registration order.
     pub async fn actors_of_tenant(&self, tenant: &str) -> Result<Vec<Actor>> {
-        self.list_typed(Kind::Actors, Some(tenant), Page::all()).await
+        self.list_typed(Kind::Actors, Some(tenant), Page::all())
+            .await
     }
 
     /// Every actor of every tenant (health, autoscaler, admin).
@@ -133,7 +144,9 @@ impl Store {
         patch.insert("status".into(), Value::String(status.as_str().into()));
         patch.insert("status_message".into(), Value::String(message.into()));
         Ok(matches!(
-            self.0.merge(Kind::Actors, db_id.as_str(), None, &patch).await?,
+            self.0
+                .merge(Kind::Actors, db_id.as_str(), None, &patch)
+                .await?,
             Merge::Applied(_)
         ))
     }
@@ -142,7 +155,9 @@ impl Store {
         let mut patch = Map::new();
         patch.insert("state".into(), state.clone());
         Ok(matches!(
-            self.0.merge(Kind::Actors, db_id.as_str(), None, &patch).await?,
+            self.0
+                .merge(Kind::Actors, db_id.as_str(), None, &patch)
+                .await?,
             Merge::Applied(_)
         ))
     }
@@ -156,7 +171,12 @@ impl Store {
     pub async fn put_worker(&self, worker: &Worker) -> Result<()> {
         let key = Self::worker_key(&worker.actor_id, &worker.id);
         self.0
-            .put(Kind::Workers, &key, worker.actor_id.as_str(), &to_doc(worker)?)
+            .put(
+                Kind::Workers,
+                &key,
+                worker.actor_id.as_str(),
+                &to_doc(worker)?,
+            )
             .await
     }
 
@@ -233,7 +253,12 @@ impl Store {
     pub async fn put_execution(&self, execution: &Execution) -> Result<()> {
         let key = Self::execution_key(&execution.actor_id, &execution.id);
         self.0
-            .put(Kind::Executions, &key, execution.actor_id.as_str(), &to_doc(execution)?)
+            .put(
+                Kind::Executions,
+                &key,
+                execution.actor_id.as_str(),
+                &to_doc(execution)?,
+            )
             .await
     }
 
@@ -291,7 +316,9 @@ impl Store {
     }
 
     pub async fn delete_executions_of(&self, db_id: &DbId) -> Result<u64> {
-        self.0.delete_children(Kind::Executions, db_id.as_str()).await
+        self.0
+            .delete_children(Kind::Executions, db_id.as_str())
+            .await
     }
 
     // ---- logs ---------------------------------------------------------------------------------
@@ -308,10 +335,17 @@ impl Store {
         doc.insert("logs".into(), Value::String(logs.into()));
         doc.insert(
             "exp".into(),
-            expires.map(|t| Value::from(t.timestamp_millis())).unwrap_or(Value::Null),
+            expires
+                .map(|t| Value::from(t.timestamp_millis()))
+                .unwrap_or(Value::Null),
         );
         self.0
-            .put(Kind::Logs, execution_id.as_str(), db_id.as_str(), &Value::Object(doc))
+            .put(
+                Kind::Logs,
+                execution_id.as_str(),
+                db_id.as_str(),
+                &Value::Object(doc),
+            )
             .await
     }
 

@@ -1,0 +1,245 @@
+//! The actor fields a client may set (spec §3.1, §4.2), their help texts and validation rules,
+//! read from request parameters into an `ActorInput`.
+
+use abaco_core::model::parse_mem_limit;
+use serde_json::{Map, Value};
+
+use crate::params::{Param, Params};
+use crate::reply::ApiError;
+use crate::Api;
+
+pub const PREFIX: &str = "Invalid actor description";
+
+macro_rules! param {
+    ($id:ident, $name:literal, $help:literal) => {
+        pub const $id: Param = Param {
+            name: $name,
+            help: $help,
+        };
+    };
+}
+
+param!(NAME, "name", "User defined name for this actor.");
+param!(
+    IMAGE,
+    "image",
+    "Reference to image on docker hub for this actor."
+);
+param!(
+    STATELESS,
+    "stateless",
+    "Whether the actor stores private state."
+);
+param!(
+    TYPE,
+    "type",
+    "Return type (none, bin, json) for this actor. Default is none."
+);
+param!(LINK, "link", "Actor identifier of actor to link this actor's events too. May be an actor id or an alias. Cycles not permitted.");
+param!(
+    TOKEN,
+    "token",
+    "Whether this actor requires an OAuth access token."
+);
+param!(WEBHOOK, "webhook", "URL to publish this actor's events to.");
+param!(
+    HINTS,
+    "hints",
+    "Hints for personal tagging or Abaco special hints"
+);
+param!(DESCRIPTION, "description", "Description of this actor");
+param!(
+    PRIVILEGED,
+    "privileged",
+    "Whether this actor runs in privileged mode."
+);
+param!(
+    MAX_WORKERS,
+    "max_workers",
+    "How many workers this actor is allowed at the same time."
+);
+param!(
+    MEM_LIMIT,
+    "mem_limit",
+    "maximum amount of memory this actor can use."
+);
+param!(
+    MAX_CPUS,
+    "max_cpus",
+    "Maximum number of CPUs (nanoCPUs) this actor will have available to it."
+);
+param!(
+    USE_CONTAINER_UID,
+    "use_container_uid",
+    "Whether this actor runs as the UID set in the container image."
+);
+param!(
+    DEFAULT_ENVIRONMENT,
+    "default_environment",
+    "A dictionary of default environmental variables and values."
+);
+param!(STATE, "state", "Current state for this actor.");
+param!(QUEUE, "queue", "The command channel that this actor uses.");
+param!(
+    LOG_EX,
+    "log_ex",
+    "Amount of time, in seconds, after which logs will expire"
+);
+param!(
+    FORCE,
+    "force",
+    "Whether to force an update of the actor image (re-pull and restart workers)."
+);
+
+/// What the client sent; `None` means "not sent".
+#[derive(Debug, Default)]
+pub struct ActorInput {
+    pub name: Option<String>,
+    pub image: String,
+    pub stateless: Option<bool>,
+    pub kind: Option<String>,
+    pub link: Option<String>,
+    pub token: Option<bool>,
+    pub webhook: Option<String>,
+    pub hints: Option<Vec<String>>,
+    pub description: Option<String>,
+    pub privileged: Option<bool>,
+    pub max_workers: Option<i64>,
+    pub mem_limit: Option<String>,
+    pub max_cpus: Option<i64>,
+    pub use_container_uid: Option<bool>,
+    pub default_environment: Option<Map<String, Value>>,
+    pub state: Option<Value>,
+    pub queue: Option<String>,
+    pub log_ex: Option<i64>,
+    pub force: bool,
+}
+
+impl ActorInput {
+    pub fn read(api: &Api, p: &Params) -> Result<ActorInput, ApiError> {
+        let input = ActorInput {
+            name: p.string(&NAME, PREFIX)?,
+            image: p.required_string(&IMAGE, PREFIX)?.trim().to_string(),
+            stateless: p.boolean(&STATELESS, PREFIX)?,
+            kind: p.string(&TYPE, PREFIX)?,
+            link: p.string(&LINK, PREFIX)?,
+            token: p.boolean(&TOKEN, PREFIX)?,
+            webhook: p.string(&WEBHOOK, PREFIX)?,
+            hints: read_hints(p)?,
+            description: p.string(&DESCRIPTION, PREFIX)?,
+            privileged: p.boolean(&PRIVILEGED, PREFIX)?,
+            max_workers: p.int(&MAX_WORKERS, PREFIX)?,
+            mem_limit: p.string(&MEM_LIMIT, PREFIX)?,
+            max_cpus: p.int(&MAX_CPUS, PREFIX)?,
+            use_container_uid: p.boolean(&USE_CONTAINER_UID, PREFIX)?,
+            default_environment: p.dict(&DEFAULT_ENVIRONMENT, PREFIX)?,
+            state: match p.raw(STATE.name) {
+                None => None,
+                Some(Value::Object(m)) => Some(Value::Object(m)),
+                Some(_) => return Err(p.invalid(&STATE, PREFIX)),
+            },
+            queue: p.string(&QUEUE, PREFIX)?,
+            // Abaco reads `logEx` in both cases.
+            log_ex: match p.int(&LOG_EX, PREFIX)? {
+                Some(v) => Some(v),
+                None => p.int(
+                    &Param {
+                        name: "logEx",
+                        help: LOG_EX.help,
+                    },
+                    PREFIX,
+                )?,
+            },
+            force: p.boolean(&FORCE, PREFIX)?.unwrap_or(false),
+        };
+        input.validate(api)?;
+        Ok(input)
+    }
+
+    fn validate(&self, api: &Api) -> Result<(), ApiError> {
+        if self.image.chars().any(char::is_whitespace) {
+            return Err(ApiError::bad(format!(
+                "{PREFIX}: the image reference {:?} contains whitespace.",
+                self.image
+            )));
+        }
+        if let Some(queue) = self.queue.as_deref().filter(|q| !q.is_empty()) {
+            if !api.config.spawner.host_queues.iter().any(|q| q == queue) {
+                return Err(ApiError::bad(format!(
+                    "{PREFIX}: Unable to process the JSON description.: 400 Bad Request: Invalid queue name. Valid queues: {}.",
+                    api.config.spawner.host_queues.join(", ")
+                )));
+            }
+        }
+        if let Some(hints) = &self.hints {
+            for hint in hints {
+                if let Some(c) = hint.chars().find(|c| "\"'{}[]".contains(*c)) {
+                    return Err(ApiError::bad(format!(
+                        "{PREFIX}: Unable to process the JSON description.: 400 Bad Request: Hints must be simple stings or numbers, no lists or dicts. Error character: {c}"
+                    )));
+                }
+            }
+        }
+        if let Some(mem) = &self.mem_limit {
+            if parse_mem_limit(mem).is_none() {
+                return Err(ApiError::bad(format!(
+                    "{PREFIX}: mem_limit {mem:?} is not a memory size; use bytes or a number with b, k, m or g (e.g. \"512m\"), or -1 for unlimited."
+                )));
+            }
+        }
+        if let Some(cpus) = self.max_cpus {
+            if cpus != -1 && cpus <= 0 {
+                return Err(ApiError::bad(format!(
+                    "{PREFIX}: max_cpus must be a positive number of nanoCPUs (1000000000 = 1 CPU) or -1."
+                )));
+            }
+        }
+        if let Some(n) = self.max_workers {
+            if n < 1 {
+                return Err(ApiError::bad(format!(
+                    "{PREFIX}: max_workers must be at least 1."
+                )));
+            }
+        }
+        if let Some(log_ex) = self.log_ex {
+            if log_ex < 1 && log_ex != -1 {
+                return Err(ApiError::bad(format!(
+                    "{PREFIX}: log_ex must be a positive number of seconds."
+                )));
+            }
+        }
+        if self.privileged == Some(true) && !api.config.workers.allow_privileged {
+            return Err(ApiError::bad(
+                "Not authorized -- privileged actors are disabled on this server ([workers] allow_privileged).",
+            ));
+        }
+        for key in self.default_environment.iter().flat_map(|m| m.keys()) {
+            if key.is_empty() || key.contains('=') || key.contains('\0') {
+                return Err(ApiError::bad(format!(
+                    "{PREFIX}: default_environment key {key:?} is not a valid environment variable name."
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn read_hints(p: &Params) -> Result<Option<Vec<String>>, ApiError> {
+    if !p.has(HINTS.name) {
+        return Ok(None);
+    }
+    let mut hints = Vec::new();
+    for v in p.all(HINTS.name) {
+        match v {
+            Value::String(s) => hints.push(s),
+            Value::Number(n) => hints.push(n.to_string()),
+            Value::Bool(b) => hints.push(b.to_string()),
+            _ => {
+                return Err(ApiError::bad(format!(
+                    "{PREFIX}: Unable to process the JSON description.: 400 Bad Request: Hints must be simple stings or numbers, no lists or dicts."
+                )))
+            }
+        }
+    }
+    Ok(Some(hints))
+}

@@ -1,0 +1,306 @@
+//! `/actors` and `/actors/{actor_id}`: register, list, show, update and delete actors.
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::HeaderMap;
+use serde_json::{Map, Value};
+
+use abaco_core::time::now;
+use abaco_core::{Actor, ActorId, ActorStatus, DbId, Queue, Tenant};
+use abaco_store::Kind;
+
+use super::actor_params::{ActorInput, PREFIX};
+use super::{load_actor, resolve_db_id};
+use crate::identity::Identity;
+use crate::params::Params;
+use crate::reply::{ApiError, Reply};
+use crate::{wire, Api};
+
+pub async fn list_actors(State(api): State<Api>, who: Identity) -> Result<Reply, ApiError> {
+    let actors = api
+        .control
+        .store
+        .actors_of_tenant(who.tenant.as_str())
+        .await?;
+    let result: Vec<Value> = actors.iter().map(|a| wire::actor(api.case, a)).collect();
+    Ok(Reply::ok(
+        "Actors retrieved successfully.",
+        Value::Array(result),
+    ))
+}
+
+pub async fn register_actor(
+    State(api): State<Api>,
+    who: Identity,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let params = Params::parse(&headers, query.as_deref(), &body, api.case, PREFIX)?;
+    let input = ActorInput::read(&api, &params)?;
+    if input.max_workers.is_some() && input.stateless == Some(false) {
+        return Err(ApiError::bad(format!(
+            "{PREFIX}: stateful actors can only have 1 worker."
+        )));
+    }
+    if let Some(link) = input.link.as_deref().filter(|l| !l.is_empty()) {
+        check_link(&api, &who, link).await?;
+    }
+    let actor = new_actor(&api, &who, input);
+    let db_id = actor.db_id();
+    if !api.control.store.insert_actor(&actor).await? {
+        return Err(ApiError::Internal(format!(
+            "Actor id {} collided with an existing actor; retry the request.",
+            actor.id
+        )));
+    }
+    grant_owner(&api, &db_id, &who.user).await?;
+    if api.config.workers.init_count > 0 {
+        api.control.ensure_one_worker(&actor).await?;
+    }
+    tracing::info!(actor_id = %db_id, image = %actor.image, "actor registered");
+    Ok(Reply::ok(
+        "Actor created successfully.",
+        wire::actor(api.case, &actor),
+    ))
+}
+
+pub async fn get_actor(
+    State(api): State<Api>,
+    who: Identity,
+    Path(actor_id): Path<String>,
+) -> Result<Reply, ApiError> {
+    let actor = load_actor(&api, &who, &actor_id).await?;
+    Ok(Reply::ok(
+        "Actor retrieved successfully.",
+        wire::actor(api.case, &actor),
+    ))
+}
+
+pub async fn update_actor(
+    State(api): State<Api>,
+    who: Identity,
+    Path(actor_id): Path<String>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+    body: Bytes,
+) -> Result<Reply, ApiError> {
+    let mut actor = load_actor(&api, &who, &actor_id).await?;
+    let params = Params::parse(&headers, query.as_deref(), &body, api.case, PREFIX)?;
+    let input = ActorInput::read(&api, &params)?;
+    if !actor.stateless && input.stateless == Some(true) {
+        return Err(ApiError::bad(format!(
+            "{PREFIX}: an actor that was not stateless cannot be updated to be stateless."
+        )));
+    }
+    let stateless = input.stateless.unwrap_or(actor.stateless);
+    if !stateless && input.max_workers.is_some() {
+        return Err(ApiError::bad(format!(
+            "{PREFIX}: stateful actors can only have 1 worker."
+        )));
+    }
+    if let Some(link) = input.link.as_deref().filter(|l| !l.is_empty()) {
+        let link_db_id = check_link(&api, &who, link).await?;
+        if link_db_id == actor.db_id() {
+            return Err(ApiError::bad(
+                "Invalid link parameter. An actor cannot link to itself.",
+            ));
+        }
+    }
+    let new_revision = input.force || input.image != actor.image;
+    apply_update(&mut actor, input);
+    actor.last_update_time = now();
+    if new_revision {
+        actor.revision += 1;
+        actor.status = ActorStatus::Submitted;
+        actor.status_message = String::new();
+    }
+    api.control.store.put_actor(&actor).await?;
+    if new_revision {
+        // The new worker replaces the old ones once it is up (`stop_existing`); old workers
+        // finish their in-flight execution first.
+        api.control.request_worker(&actor, true).await?;
+    }
+    tracing::info!(actor_id = %actor.db_id(), revision = actor.revision, "actor updated");
+    Ok(Reply::ok(
+        "Actor updated successfully.",
+        wire::actor(api.case, &actor),
+    ))
+}
+
+pub async fn delete_actor(
+    State(api): State<Api>,
+    who: Identity,
+    Path(actor_id): Path<String>,
+) -> Result<Reply, ApiError> {
+    let db_id = resolve_db_id(&api, &who, &actor_id).await?;
+    let store = &api.control.store;
+    if store.actor(&db_id).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "No actor found with id: {actor_id}."
+        )));
+    }
+    store
+        .set_actor_status(&db_id, ActorStatus::ShuttingDown, "Actor is being deleted.")
+        .await?;
+    let workers = api
+        .control
+        .stop_workers(&db_id, &[], "actor deleted")
+        .await?;
+    api.control
+        .channels
+        .delete(&Queue::Mailbox(db_id.clone()))
+        .await?;
+    store.delete_logs_of(&db_id).await?;
+    store.delete_executions_of(&db_id).await?;
+    store
+        .raw()
+        .delete(Kind::Permissions, db_id.as_str())
+        .await?;
+    store.raw().delete(Kind::Nonces, db_id.as_str()).await?;
+    store.delete_actor(&db_id).await?;
+    tracing::info!(actor_id = %db_id, workers, "actor deleted");
+    let message = if workers == 0 {
+        "Actor deleted successfully."
+    } else {
+        "Actor deleted successfully, though Abaco is still cleaning up some of the actor's resources."
+    };
+    Ok(Reply::ok(message, Value::Null))
+}
+
+/// The linked actor must exist in the caller's tenant.
+async fn check_link(api: &Api, who: &Identity, link: &str) -> Result<DbId, ApiError> {
+    let unresolvable = || {
+        ApiError::bad(
+            "Invalid link parameter; unable to retrieve linked actor data. The link must be a valid actor id or alias for which you have EXECUTE permission. ",
+        )
+    };
+    let db_id = resolve_db_id(api, who, link)
+        .await
+        .map_err(|_| unresolvable())?;
+    match api.control.store.actor(&db_id).await? {
+        Some(_) => Ok(db_id),
+        None => Err(unresolvable()),
+    }
+}
+
+fn new_actor(api: &Api, who: &Identity, input: ActorInput) -> Actor {
+    let t = now();
+    let token_default = api
+        .config
+        .tenant_value("web", who.tenant.as_str(), "default_token")
+        .unwrap_or_else(|| api.config.web.default_token.clone());
+    Actor {
+        id: ActorId::generate(),
+        tenant: Tenant(who.tenant.0.clone()),
+        owner: who.user.clone(),
+        api_server: who.api_server.clone(),
+        image: input.image,
+        name: input.name,
+        description: input.description.unwrap_or_default(),
+        stateless: input.stateless.unwrap_or(true),
+        kind: input.kind.unwrap_or_else(|| "none".into()),
+        link: input.link.unwrap_or_default(),
+        webhook: input.webhook.unwrap_or_default(),
+        hints: input.hints.unwrap_or_default(),
+        token: match input.token {
+            Some(b) => Value::Bool(b),
+            None => Value::String(token_default),
+        },
+        privileged: input.privileged.unwrap_or(false),
+        max_workers: input.max_workers,
+        mem_limit: input.mem_limit,
+        max_cpus: input.max_cpus,
+        use_container_uid: input.use_container_uid.unwrap_or(false),
+        default_environment: input.default_environment.unwrap_or_default(),
+        status: ActorStatus::Submitted,
+        status_message: String::new(),
+        state: input.state.unwrap_or_else(|| Value::Object(Map::new())),
+        create_time: t,
+        last_update_time: t,
+        mounts: Vec::new(),
+        revision: 1,
+        tasdir: None,
+        uid: None,
+        gid: None,
+        queue: input
+            .queue
+            .filter(|q| !q.is_empty())
+            .unwrap_or_else(|| "default".into()),
+        log_ex: input.log_ex,
+        cron_on: false,
+        cron_schedule: None,
+        cron_next_ex: None,
+    }
+}
+
+/// A PUT changes what the client sent and keeps everything else, including server-managed
+/// fields (status, state, cron bookkeeping) — unlike Abaco's full replacement.
+fn apply_update(actor: &mut Actor, input: ActorInput) {
+    actor.image = input.image;
+    if let Some(v) = input.stateless {
+        actor.stateless = v;
+    }
+    if let Some(v) = input.kind {
+        actor.kind = v;
+    }
+    if let Some(v) = input.link {
+        actor.link = v;
+    }
+    if let Some(v) = input.token {
+        actor.token = Value::Bool(v);
+    }
+    if let Some(v) = input.webhook {
+        actor.webhook = v;
+    }
+    if let Some(v) = input.hints {
+        actor.hints = v;
+    }
+    if let Some(v) = input.description {
+        actor.description = v;
+    }
+    if let Some(v) = input.privileged {
+        actor.privileged = v;
+    }
+    if input.max_workers.is_some() {
+        actor.max_workers = input.max_workers;
+    }
+    if input.mem_limit.is_some() {
+        actor.mem_limit = input.mem_limit;
+    }
+    if input.max_cpus.is_some() {
+        actor.max_cpus = input.max_cpus;
+    }
+    if let Some(v) = input.use_container_uid {
+        actor.use_container_uid = v;
+    }
+    if let Some(v) = input.default_environment {
+        actor.default_environment = v;
+    }
+    if let Some(v) = input.state {
+        actor.state = v;
+    }
+    if let Some(q) = input.queue.filter(|q| !q.is_empty()) {
+        actor.queue = q;
+    }
+    if input.log_ex.is_some() {
+        actor.log_ex = input.log_ex;
+    }
+}
+
+/// The creator gets `UPDATE` on the actor (spec §2.4).
+async fn grant_owner(api: &Api, db_id: &DbId, user: &str) -> Result<(), ApiError> {
+    let mut perms = Map::new();
+    perms.insert(user.to_string(), Value::String("UPDATE".into()));
+    api.control
+        .store
+        .raw()
+        .put(
+            Kind::Permissions,
+            db_id.as_str(),
+            db_id.as_str(),
+            &Value::Object(perms),
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,105 @@
+//! The route table (spec §4.0) and the lookups every actor-scoped route shares.
+
+mod actor_params;
+mod actors;
+mod executions;
+mod messages;
+mod state;
+mod workers;
+
+use axum::routing::get;
+use axum::Router;
+
+use abaco_core::ids::is_hashid;
+use abaco_core::{Actor, ActorId, DbId};
+use abaco_store::Kind;
+
+use crate::identity::Identity;
+use crate::reply::ApiError;
+use crate::Api;
+
+pub fn routes() -> Router<Api> {
+    Router::new()
+        .route(
+            "/actors",
+            get(actors::list_actors).post(actors::register_actor),
+        )
+        .route(
+            "/actors/",
+            get(actors::list_actors).post(actors::register_actor),
+        )
+        .route(
+            "/actors/{actor_id}",
+            get(actors::get_actor)
+                .put(actors::update_actor)
+                .delete(actors::delete_actor),
+        )
+        .route(
+            "/actors/{actor_id}/state",
+            get(state::get_state).post(state::set_state),
+        )
+        .route(
+            "/actors/{actor_id}/messages",
+            get(messages::count_messages)
+                .post(messages::send_message)
+                .delete(messages::purge_messages),
+        )
+        .route(
+            "/actors/{actor_id}/executions",
+            get(executions::list_executions),
+        )
+        .route(
+            "/actors/{actor_id}/executions/{execution_id}",
+            get(executions::get_execution).delete(executions::force_quit_execution),
+        )
+        .route(
+            "/actors/{actor_id}/executions/{execution_id}/logs",
+            get(executions::get_logs),
+        )
+        .route(
+            "/actors/{actor_id}/executions/{execution_id}/results",
+            get(executions::get_results),
+        )
+        .route(
+            "/actors/{actor_id}/workers",
+            get(workers::list_workers).post(workers::add_workers),
+        )
+        .route(
+            "/actors/{actor_id}/workers/{worker_id}",
+            get(workers::get_worker).delete(workers::delete_worker),
+        )
+}
+
+/// Resolves an actor id or alias from the URL to the actor's storage key (spec §2.5).
+pub async fn resolve_db_id(api: &Api, who: &Identity, identifier: &str) -> Result<DbId, ApiError> {
+    if is_hashid(identifier) {
+        return Ok(DbId::new(&who.tenant, &ActorId::from(identifier)));
+    }
+    let alias_key = format!("{}_{identifier}", who.tenant);
+    let alias = api
+        .control
+        .store
+        .raw()
+        .get(Kind::Aliases, &alias_key)
+        .await?;
+    match alias
+        .as_ref()
+        .and_then(|a| a.get("actor_id"))
+        .and_then(|v| v.as_str())
+    {
+        Some(actor_id) => Ok(DbId::new(&who.tenant, &ActorId::from(actor_id))),
+        None => Err(ApiError::not_found(format!(
+            "Actor with identifier '{identifier}' not found"
+        ))),
+    }
+}
+
+/// The actor named in the URL, or 404 "No actor found with id: {id}.".
+pub async fn load_actor(api: &Api, who: &Identity, identifier: &str) -> Result<Actor, ApiError> {
+    let db_id = resolve_db_id(api, who, identifier).await?;
+    api.control
+        .store
+        .actor(&db_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("No actor found with id: {identifier}.")))
+}

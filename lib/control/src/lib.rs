@@ -1,0 +1,112 @@
+//! Operations that combine the store and the channels and are needed by more than one component:
+//! requesting a worker (record + spawner command), stopping workers, enqueueing a message for an
+//! actor. Components call these instead of each other; nothing here knows HTTP or Docker.
+
+use abaco_channels::{ChannelError, Channels};
+use abaco_core::time::now;
+use abaco_core::{
+    Actor, DbId, Execution, MailboxMessage, Queue, SpawnerCommand, Worker, WorkerControl, WorkerId,
+    WorkerStatus,
+};
+use abaco_store::{Store, StoreError};
+use serde_json::{Map, Value};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Channel(#[from] ChannelError),
+}
+
+pub type Result<T> = std::result::Result<T, ControlError>;
+
+/// The store and channels together: what every component holds.
+#[derive(Clone)]
+pub struct Control {
+    pub store: Store,
+    pub channels: Channels,
+}
+
+impl Control {
+    pub fn new(store: Store, channels: Channels) -> Control {
+        Control { store, channels }
+    }
+
+    /// Records a `REQUESTED` worker and asks the spawners of the actor's queue to start it.
+    pub async fn request_worker(&self, actor: &Actor, stop_existing: bool) -> Result<WorkerId> {
+        let worker = Worker::requested(actor, WorkerId::generate(), now());
+        self.store.put_worker(&worker).await?;
+        let command = SpawnerCommand {
+            actor_id: actor.db_id(),
+            worker_id: worker.id.clone(),
+            image: actor.image.clone(),
+            revision: actor.revision,
+            tenant: actor.tenant.clone(),
+            stop_existing,
+        };
+        if let Err(err) = self
+            .channels
+            .publish(&Queue::Command(actor.queue.clone()), &command)
+            .await
+        {
+            // Without its command the record would sit in REQUESTED until health removed it.
+            let _ = self.store.delete_worker(&worker.actor_id, &worker.id).await;
+            return Err(err.into());
+        }
+        tracing::info!(actor_id = %actor.db_id(), worker_id = %worker.id, "worker requested");
+        Ok(worker.id)
+    }
+
+    /// Requests a worker unless the actor already has one that is starting or serving.
+    pub async fn ensure_one_worker(&self, actor: &Actor) -> Result<Option<WorkerId>> {
+        let workers = self.store.workers_of(&actor.db_id()).await?;
+        if workers.iter().any(|w| w.status.is_viable()) {
+            return Ok(None);
+        }
+        self.request_worker(actor, false).await.map(Some)
+    }
+
+    /// Asks one worker to finish its in-flight execution and stop.
+    pub async fn stop_worker(&self, db_id: &DbId, worker_id: &WorkerId, why: &str) -> Result<()> {
+        let mut extra = Map::new();
+        extra.insert("status_message".into(), Value::String(why.into()));
+        self.store
+            .transition_worker(db_id, worker_id, WorkerStatus::ShutdownRequested, extra)
+            .await?;
+        self.channels
+            .publish(
+                &Queue::WorkerControl(worker_id.clone()),
+                &WorkerControl::Stop,
+            )
+            .await?;
+        tracing::info!(actor_id = %db_id, worker_id = %worker_id, reason = why, "worker stop requested");
+        Ok(())
+    }
+
+    /// Stops every worker of an actor except those in `keep`.
+    pub async fn stop_workers(&self, db_id: &DbId, keep: &[WorkerId], why: &str) -> Result<usize> {
+        let mut stopped = 0;
+        for worker in self.store.workers_of(db_id).await? {
+            if keep.contains(&worker.id) {
+                continue;
+            }
+            self.stop_worker(db_id, &worker.id, why).await?;
+            stopped += 1;
+        }
+        Ok(stopped)
+    }
+
+    /// Records a `SUBMITTED` execution and puts its message in the actor's mailbox. When this
+    /// returns `Ok`, the message is durable.
+    pub async fn enqueue(&self, execution: &Execution, message: &MailboxMessage) -> Result<()> {
+        self.store.put_execution(execution).await?;
+        self.channels
+            .publish_bytes(
+                &Queue::Mailbox(execution.actor_id.clone()),
+                message.encode(),
+            )
+            .await?;
+        Ok(())
+    }
+}

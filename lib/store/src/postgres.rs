@@ -1,0 +1,352 @@
+//! The PostgreSQL half of the distributed backend: durable records (executions, logs,
+//! permissions, configs, clients, meta). It knows nothing of the typed records and nothing of
+//! Redis.
+//!
+//! One table `abaco_docs(kind, key, parent, seq BIGSERIAL, doc JSONB)`; `seq` is drawn on first
+//! insert and kept on replace, so listings follow insertion order. The schema is created at
+//! connect under a transaction-scoped advisory lock, so several processes may start at once.
+//! JSONB cannot hold the character U+0000: it is stored as U+FFFD (container logs may carry it).
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use serde_json::{Map, Value};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::NoTls;
+
+use crate::backend::{Backend, Kind, Merge, Page};
+use crate::split::redact;
+use crate::{Result, StoreError};
+
+/// A pool of PostgreSQL connections.
+pub(crate) struct Postgres {
+    pool: Pool,
+    shown_url: String,
+}
+
+/// Key of the advisory lock serialising schema creation across processes ("abacodoc").
+const SCHEMA_LOCK: i64 = 0x6162_6163_6f64_6f63;
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS abaco_docs (
+        kind   TEXT      NOT NULL,
+        key    TEXT      NOT NULL,
+        parent TEXT      NOT NULL,
+        seq    BIGSERIAL NOT NULL,
+        doc    JSONB     NOT NULL,
+        PRIMARY KEY (kind, key)
+    );
+    CREATE INDEX IF NOT EXISTS abaco_docs_by_parent ON abaco_docs (kind, parent, seq);
+    CREATE INDEX IF NOT EXISTS abaco_docs_by_seq ON abaco_docs (kind, seq);
+";
+
+impl Postgres {
+    /// Builds a pool of up to `pool_size` connections to `url` and prepares the schema.
+    pub async fn connect(url: &str, pool_size: usize) -> Result<Postgres> {
+        let shown_url = redact(url);
+        let mut pg_config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL {shown_url}: {e}")))?;
+        pg_config.connect_timeout(Duration::from_secs(5));
+        let manager = Manager::from_config(
+            pg_config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(Duration::from_secs(10)))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| StoreError::Backend(format!("PostgreSQL pool for {shown_url}: {e}")))?;
+        let postgres = Postgres { pool, shown_url };
+        let client = postgres.client().await?;
+        let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;");
+        client
+            .batch_execute(&lock)
+            .await
+            .map_err(|e| failure("schema creation", e))?;
+        Ok(postgres)
+    }
+
+    async fn client(&self) -> Result<Object> {
+        self.pool.get().await.map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot get a PostgreSQL connection to {}: {e}",
+                self.shown_url
+            ))
+        })
+    }
+}
+
+/// Lost connections and server shutdowns are `Unavailable` (retryable); the rest `Backend`.
+fn failure(what: &str, e: tokio_postgres::Error) -> StoreError {
+    let message = format!("PostgreSQL {what}: {e}");
+    let unavailable = match e.code() {
+        Some(code) => {
+            code.code().starts_with("08")
+                || *code == SqlState::ADMIN_SHUTDOWN
+                || *code == SqlState::CRASH_SHUTDOWN
+                || *code == SqlState::CANNOT_CONNECT_NOW
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+        }
+        None => {
+            e.is_closed()
+                || std::error::Error::source(&e)
+                    .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some())
+        }
+    };
+    if unavailable {
+        StoreError::Unavailable(message)
+    } else {
+        StoreError::Backend(message)
+    }
+}
+
+/// `doc` with every U+0000 (in strings and field names) replaced by U+FFFD, which JSONB accepts.
+fn storable(doc: &Value) -> Cow<'_, Value> {
+    fn has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(a) => a.iter().any(has_nul),
+            Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    fn replace(v: &Value) -> Value {
+        match v {
+            Value::String(s) => Value::String(s.replace('\0', "\u{FFFD}")),
+            Value::Array(a) => Value::Array(a.iter().map(replace).collect()),
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, v)| (k.replace('\0', "\u{FFFD}"), replace(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    if has_nul(doc) {
+        Cow::Owned(replace(doc))
+    } else {
+        Cow::Borrowed(doc)
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+#[async_trait]
+impl Backend for Postgres {
+    async fn get(&self, kind: Kind, key: &str) -> Result<Option<Value>> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT doc FROM abaco_docs WHERE kind = $1 AND key = $2")
+            .await
+            .map_err(|e| failure("get", e))?;
+        let row = client
+            .query_opt(&statement, &[&kind.name(), &key])
+            .await
+            .map_err(|e| failure("get", e))?;
+        row.map(|r| r.try_get::<_, Value>(0))
+            .transpose()
+            .map_err(|e| failure("get", e))
+    }
+
+    async fn put(&self, kind: Kind, key: &str, parent: &str, doc: &Value) -> Result<()> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO abaco_docs (kind, key, parent, doc) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (kind, key) DO UPDATE SET parent = EXCLUDED.parent, doc = EXCLUDED.doc",
+            )
+            .await
+            .map_err(|e| failure("put", e))?;
+        let doc = storable(doc);
+        client
+            .execute(&statement, &[&kind.name(), &key, &parent, doc.as_ref()])
+            .await
+            .map_err(|e| failure("put", e))?;
+        Ok(())
+    }
+
+    async fn insert_new(&self, kind: Kind, key: &str, parent: &str, doc: &Value) -> Result<bool> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO abaco_docs (kind, key, parent, doc) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (kind, key) DO NOTHING",
+            )
+            .await
+            .map_err(|e| failure("insert", e))?;
+        let doc = storable(doc);
+        let n = client
+            .execute(&statement, &[&kind.name(), &key, &parent, doc.as_ref()])
+            .await
+            .map_err(|e| failure("insert", e))?;
+        Ok(n == 1)
+    }
+
+    async fn delete(&self, kind: Kind, key: &str) -> Result<bool> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("DELETE FROM abaco_docs WHERE kind = $1 AND key = $2")
+            .await
+            .map_err(|e| failure("delete", e))?;
+        let n = client
+            .execute(&statement, &[&kind.name(), &key])
+            .await
+            .map_err(|e| failure("delete", e))?;
+        Ok(n > 0)
+    }
+
+    async fn delete_children(&self, kind: Kind, parent: &str) -> Result<u64> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("DELETE FROM abaco_docs WHERE kind = $1 AND parent = $2")
+            .await
+            .map_err(|e| failure("delete children", e))?;
+        client
+            .execute(&statement, &[&kind.name(), &parent])
+            .await
+            .map_err(|e| failure("delete children", e))
+    }
+
+    async fn list(
+        &self,
+        kind: Kind,
+        parent: Option<&str>,
+        page: Page,
+    ) -> Result<Vec<(String, Value)>> {
+        let client = self.client().await?;
+        let offset = to_i64(page.offset);
+        // `LIMIT NULL` is `LIMIT ALL`.
+        let limit: Option<i64> = page.limit.map(to_i64);
+        let rows = match parent {
+            Some(parent) => {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT key, doc FROM abaco_docs WHERE kind = $1 AND parent = $2
+                         ORDER BY seq OFFSET $3 LIMIT $4",
+                    )
+                    .await
+                    .map_err(|e| failure("list", e))?;
+                client
+                    .query(&statement, &[&kind.name(), &parent, &offset, &limit])
+                    .await
+            }
+            None => {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT key, doc FROM abaco_docs WHERE kind = $1
+                         ORDER BY seq OFFSET $2 LIMIT $3",
+                    )
+                    .await
+                    .map_err(|e| failure("list", e))?;
+                client
+                    .query(&statement, &[&kind.name(), &offset, &limit])
+                    .await
+            }
+        }
+        .map_err(|e| failure("list", e))?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<std::result::Result<_, tokio_postgres::Error>>()
+            .map_err(|e| failure("list", e))
+    }
+
+    async fn count(&self, kind: Kind, parent: Option<&str>) -> Result<u64> {
+        let client = self.client().await?;
+        let row = match parent {
+            Some(parent) => {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM abaco_docs WHERE kind = $1 AND parent = $2",
+                    )
+                    .await
+                    .map_err(|e| failure("count", e))?;
+                client.query_one(&statement, &[&kind.name(), &parent]).await
+            }
+            None => {
+                let statement = client
+                    .prepare_cached("SELECT COUNT(*) FROM abaco_docs WHERE kind = $1")
+                    .await
+                    .map_err(|e| failure("count", e))?;
+                client.query_one(&statement, &[&kind.name()]).await
+            }
+        }
+        .map_err(|e| failure("count", e))?;
+        let n: i64 = row.try_get(0).map_err(|e| failure("count", e))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn merge(
+        &self,
+        kind: Kind,
+        key: &str,
+        guard: Option<(&str, &[&str])>,
+        patch: &Map<String, Value>,
+    ) -> Result<Merge> {
+        let client = self.client().await?;
+        let patch = Value::Object(patch.clone());
+        let patch = storable(&patch);
+        let updated = match guard {
+            None => {
+                let statement = client
+                    .prepare_cached(
+                        "UPDATE abaco_docs SET doc = doc || $3::jsonb
+                         WHERE kind = $1 AND key = $2 RETURNING doc",
+                    )
+                    .await
+                    .map_err(|e| failure("merge", e))?;
+                client
+                    .query_opt(&statement, &[&kind.name(), &key, patch.as_ref()])
+                    .await
+            }
+            Some((field, allowed)) => {
+                let statement = client
+                    .prepare_cached(
+                        "UPDATE abaco_docs SET doc = doc || $3::jsonb
+                         WHERE kind = $1 AND key = $2
+                           AND jsonb_typeof(doc -> ($4::text)) = 'string'
+                           AND doc ->> ($4::text) = ANY ($5::text[])
+                         RETURNING doc",
+                    )
+                    .await
+                    .map_err(|e| failure("merge", e))?;
+                client
+                    .query_opt(
+                        &statement,
+                        &[&kind.name(), &key, patch.as_ref(), &field, &allowed],
+                    )
+                    .await
+            }
+        }
+        .map_err(|e| failure("merge", e))?;
+        if let Some(row) = updated {
+            let doc: Value = row.try_get(0).map_err(|e| failure("merge", e))?;
+            return Ok(Merge::Applied(doc));
+        }
+        // Nothing updated: either the document is absent or the guard did not hold.
+        // The same connection is reused: a pool of one must not wait on itself.
+        let statement = client
+            .prepare_cached("SELECT doc FROM abaco_docs WHERE kind = $1 AND key = $2")
+            .await
+            .map_err(|e| failure("merge", e))?;
+        let current = client
+            .query_opt(&statement, &[&kind.name(), &key])
+            .await
+            .map_err(|e| failure("merge", e))?;
+        match current {
+            None => Ok(Merge::Missing),
+            Some(row) => Ok(Merge::Refused(
+                row.try_get(0).map_err(|e| failure("merge", e))?,
+            )),
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! One execution: create and start the actor's container, supervise it (stats, streamed logs,
+//! force quit, `max_run_time`), then record logs and the final status, and remove the container.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+
+use abaco_core::model::parse_mem_limit;
+use abaco_core::time::{now, Timestamp};
+use abaco_core::{Actor, ExecutionStatus, MailboxMessage, Worker};
+use abaco_runtime::{ContainerSpec, RuntimeError, Stats};
+
+use crate::{env, CurrentExecution, WorkerContext};
+
+/// Labels put on every actor container, so health can find and own them.
+pub const LABEL_EXECUTION: &str = "abaco.execution";
+pub const LABEL_WORKER: &str = "abaco.worker";
+pub const LABEL_ACTOR: &str = "abaco.actor";
+pub const LABEL_HOST: &str = "abaco.host";
+
+const TRUNCATION_MARKER: &str = " LOG LIMIT EXCEEDED; this execution log was TRUNCATED!";
+
+/// What became of a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The execution reached `COMPLETE`.
+    Complete,
+    /// The execution reached `ERROR` (its record says why).
+    Failed,
+    /// The platform could not run it now (the container runtime is unreachable); requeue.
+    Requeue,
+}
+
+pub async fn execute(
+    ctx: &WorkerContext,
+    actor: &Actor,
+    worker: &Worker,
+    message: MailboxMessage,
+    current: &CurrentExecution,
+) -> Outcome {
+    let db_id = actor.db_id();
+    let eid = message.execution_id.clone();
+    let store = &ctx.control.store;
+    let mut patch = Map::new();
+    patch.insert("worker_id".into(), json!(worker.id));
+    let _ = store.update_execution(&db_id, &eid, patch).await;
+
+    let spec = container_spec(ctx, actor, worker, &message);
+    let container = match ctx.runtime.create(&spec).await {
+        Ok(id) => id,
+        Err(RuntimeError::Unavailable { cause, .. }) => {
+            tracing::warn!(execution_id = %eid, %cause, "container runtime unavailable; message requeued");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            return Outcome::Requeue;
+        }
+        Err(err) => {
+            return fail(
+                ctx,
+                actor,
+                &eid,
+                format!("Could not create the actor container: {err}"),
+            )
+            .await;
+        }
+    };
+    if let Err(err) = ctx.runtime.start(&container).await {
+        let _ = ctx.runtime.remove(&container, true).await;
+        return fail(
+            ctx,
+            actor,
+            &eid,
+            format!("Could not start the actor container: {err}"),
+        )
+        .await;
+    }
+    let start_time = now();
+    let started = Instant::now();
+    let mut patch = Map::new();
+    patch.insert("status".into(), json!(ExecutionStatus::Running));
+    patch.insert("start_time".into(), json!(start_time));
+    let _ = store.update_execution(&db_id, &eid, patch).await;
+    tracing::info!(actor_id = %db_id, execution_id = %eid, container = %container, "execution running");
+
+    let force_quit = current.begin();
+    let supervision = supervise(ctx, actor, &eid, &container, &force_quit, started).await;
+    current.end();
+
+    let state = ctx.runtime.inspect(&container).await.ok();
+    let raw_logs = ctx.runtime.logs(&container).await.unwrap_or_default();
+    let runtime_secs = started.elapsed().as_secs() as i64;
+    if !ctx.config.workers.leave_containers {
+        if let Err(err) = ctx.runtime.remove(&container, true).await {
+            tracing::warn!(container = %container, cause = %err, "could not remove actor container; health will");
+        }
+    }
+    let logs = truncate_logs(&raw_logs, ctx.config.web.max_log_length);
+    // Logs first, so a client that sees COMPLETE can read them at once.
+    let _ = store
+        .set_logs(&db_id, &eid, &logs, log_expiry(ctx, actor))
+        .await;
+
+    let exit_code = supervision
+        .exit_code
+        .or_else(|| state.as_ref().and_then(|s| s.exit_code));
+    let oom = state.as_ref().map(|s| s.oom_killed).unwrap_or(false);
+    let mut status_message = supervision.stopped_because.clone();
+    if oom {
+        status_message = Some("The container was killed: out of memory (mem_limit).".into());
+    }
+    let finish_time: Timestamp = now();
+    let mut patch = Map::new();
+    patch.insert("status".into(), json!(ExecutionStatus::Complete));
+    patch.insert(
+        "exit_code".into(),
+        exit_code.map(Value::from).unwrap_or(json!("undetermined")),
+    );
+    patch.insert("runtime".into(), json!(runtime_secs));
+    patch.insert("cpu".into(), json!(supervision.stats.cpu_ns));
+    patch.insert("io".into(), json!(supervision.stats.io_bytes));
+    patch.insert("finish_time".into(), json!(finish_time));
+    patch.insert(
+        "final_state".into(),
+        state
+            .map(|s| s.raw)
+            .unwrap_or_else(|| json!({"unavailable": true})),
+    );
+    patch.insert("status_message".into(), json!(status_message));
+    let _ = store.update_execution(&db_id, &eid, patch).await;
+    tracing::info!(actor_id = %db_id, execution_id = %eid, exit_code = ?exit_code, runtime_secs, "execution complete");
+    Outcome::Complete
+}
+
+struct Supervision {
+    exit_code: Option<i64>,
+    stats: Stats,
+    stopped_because: Option<String>,
+}
+
+/// Waits for the container while sampling stats, streaming logs into the store, and obeying
+/// force quit and `max_run_time`.
+async fn supervise(
+    ctx: &WorkerContext,
+    actor: &Actor,
+    eid: &abaco_core::ExecutionId,
+    container: &str,
+    force_quit: &tokio_util::sync::CancellationToken,
+    started: Instant,
+) -> Supervision {
+    let mut out = Supervision {
+        exit_code: None,
+        stats: Stats::default(),
+        stopped_because: None,
+    };
+    let max_run_time = ctx.config.workers.max_run_time;
+    let deadline = (max_run_time > 0).then(|| started + Duration::from_secs(max_run_time as u64));
+    let wait = ctx.runtime.wait(container);
+    tokio::pin!(wait);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            code = &mut wait => {
+                out.exit_code = code.ok();
+                return out;
+            }
+            _ = force_quit.cancelled(), if out.stopped_because.is_none() => {
+                out.stopped_because = Some("Execution was force quit by request.".into());
+                let _ = ctx.runtime.stop(container, Duration::from_secs(10)).await;
+            }
+            _ = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            }, if out.stopped_because.is_none() => {
+                out.stopped_because = Some(format!(
+                    "Execution exceeded max_run_time of {max_run_time} s and was stopped."
+                ));
+                let _ = ctx.runtime.stop(container, Duration::from_secs(10)).await;
+            }
+            _ = tick.tick() => {
+                ticks += 1;
+                if let Ok(stats) = ctx.runtime.stats(container).await {
+                    // Docker's counters are cumulative: keep the latest, never sum samples.
+                    out.stats.cpu_ns = out.stats.cpu_ns.max(stats.cpu_ns);
+                    out.stats.io_bytes = out.stats.io_bytes.max(stats.io_bytes);
+                    out.stats.memory_bytes = out.stats.memory_bytes.max(stats.memory_bytes);
+                }
+                if ticks % 3 == 0 {
+                    if let Ok(raw) = ctx.runtime.logs(container).await {
+                        let logs = truncate_logs(&raw, ctx.config.web.max_log_length);
+                        let _ = ctx.control.store
+                            .set_logs(&actor.db_id(), eid, &logs, log_expiry(ctx, actor))
+                            .await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn container_spec(
+    ctx: &WorkerContext,
+    actor: &Actor,
+    worker: &Worker,
+    message: &MailboxMessage,
+) -> ContainerSpec {
+    let workers = &ctx.config.workers;
+    let memory = actor
+        .mem_limit
+        .as_deref()
+        .and_then(parse_mem_limit)
+        .or_else(|| parse_mem_limit(&workers.mem_limit))
+        .filter(|m| *m > 0);
+    let nano_cpus = actor.max_cpus.or(Some(workers.max_cpus)).filter(|c| *c > 0);
+    let mut labels = HashMap::new();
+    labels.insert(LABEL_EXECUTION.to_string(), message.execution_id.0.clone());
+    labels.insert(LABEL_WORKER.to_string(), worker.id.0.clone());
+    labels.insert(LABEL_ACTOR.to_string(), actor.db_id().0);
+    labels.insert(LABEL_HOST.to_string(), ctx.config.spawner.host_id.clone());
+    let user = if actor.use_container_uid {
+        None
+    } else {
+        match (&actor.uid, &actor.gid) {
+            (Some(uid), Some(gid)) => Some(format!("{uid}:{gid}")),
+            (Some(uid), None) => Some(uid.clone()),
+            _ => None,
+        }
+    };
+    let binds = actor
+        .mounts
+        .iter()
+        .map(|m| format!("{}:{}:{}", m.host_path, m.container_path, m.mode))
+        .collect();
+    ContainerSpec {
+        image: worker.image.clone().unwrap_or_else(|| actor.image.clone()),
+        cmd: None,
+        env: env::build(actor, worker, message),
+        labels,
+        binds,
+        user,
+        memory,
+        nano_cpus,
+        privileged: actor.privileged && workers.allow_privileged,
+        network_mode: Some(ctx.config.docker.network.clone()),
+    }
+}
+
+/// When logs expire (spec §7.10): the actor's `log_ex` capped by `log_ex_limit`, else the default.
+fn log_expiry(ctx: &WorkerContext, actor: &Actor) -> Option<Timestamp> {
+    let web = &ctx.config.web;
+    let ttl = match actor.log_ex {
+        Some(v) if v > 0 => v.min(web.log_ex_limit),
+        _ => web.log_ex,
+    };
+    (ttl > 0).then(|| now() + chrono::Duration::seconds(ttl))
+}
+
+/// Container output as text (invalid UTF-8 replaced), cut at `max` characters with a marker.
+fn truncate_logs(raw: &[u8], max: usize) -> String {
+    let text = String::from_utf8_lossy(raw);
+    if text.chars().count() <= max {
+        return text.into_owned();
+    }
+    let mut cut: String = text.chars().take(max).collect();
+    cut.push_str(TRUNCATION_MARKER);
+    cut
+}
+
+async fn fail(
+    ctx: &WorkerContext,
+    actor: &Actor,
+    eid: &abaco_core::ExecutionId,
+    why: String,
+) -> Outcome {
+    tracing::error!(actor_id = %actor.db_id(), execution_id = %eid, cause = %why, "execution failed");
+    let mut patch = Map::new();
+    patch.insert("status".into(), json!(ExecutionStatus::Error));
+    patch.insert("status_message".into(), json!(why));
+    patch.insert("finish_time".into(), json!(now()));
+    let _ = ctx
+        .control
+        .store
+        .update_execution(&actor.db_id(), eid, patch)
+        .await;
+    Outcome::Failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate_logs;
+
+    #[test]
+    fn logs_are_truncated_with_a_marker_and_survive_bad_utf8() {
+        assert_eq!(truncate_logs(b"hello", 10), "hello");
+        let cut = truncate_logs(b"hello world", 5);
+        assert!(cut.starts_with("hello LOG LIMIT EXCEEDED"), "{cut}");
+        assert_eq!(truncate_logs(&[0x66, 0xff, 0x6f], 10), "f\u{fffd}o");
+    }
+}
