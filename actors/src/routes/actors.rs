@@ -226,12 +226,22 @@ fn new_actor(api: &Api, who: &Identity, input: ActorInput) -> Actor {
         queue: input
             .queue
             .filter(|q| !q.is_empty())
-            .unwrap_or_else(|| "default".into()),
+            .unwrap_or_else(|| default_queue(api)),
         log_ex: input.log_ex,
         cron_on: false,
         cron_schedule: None,
         cron_next_ex: None,
     }
+}
+
+/// Actors that name no queue use the first of `[spawner] host_queues` (`default` unless configured).
+fn default_queue(api: &Api) -> String {
+    api.config
+        .spawner
+        .host_queues
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "default".into())
 }
 
 /// A PUT changes what the client sent and keeps everything else, including server-managed

@@ -15,17 +15,23 @@ use std::collections::{HashMap, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection};
+use rusqlite::Connection;
 use tokio::sync::{oneshot, Notify};
 
 use crate::backend::{Acker, Backend, ConsumerBackend, Delivery};
 use crate::{ChannelError, Result};
 
-/// Most write operations committed in one transaction.
-const BATCH_MAX: usize = 4096;
+mod writer;
+
+use writer::{load, run_writer, WriteOp};
+
+/// How long an unused transient (results) queue lives, like Abaco's `x-expires`.
+const TRANSIENT_EXPIRY: Duration = Duration::from_secs(20 * 60);
+/// How often expired transient queues are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 pub(crate) struct Embedded {
     shared: Arc<Shared>,
@@ -43,6 +49,7 @@ struct State {
     queues: HashMap<String, QueueState>,
     next_id: i64,
     next_generation: u64,
+    last_sweep: Instant,
 }
 
 struct QueueState {
@@ -54,6 +61,8 @@ struct QueueState {
     ready: VecDeque<Message>,
     in_flight: HashMap<i64, InFlight>,
     notify: Arc<Notify>,
+    /// Last publish or take attempt: transient queues expire after `TRANSIENT_EXPIRY` unused.
+    last_used: Instant,
 }
 
 struct Message {
@@ -70,26 +79,6 @@ struct InFlight {
     owner: u64,
     /// The one delivery allowed to settle it.
     token: u64,
-}
-
-enum WriteOp {
-    Insert {
-        id: i64,
-        queue: String,
-        generation: u64,
-        payload: Vec<u8>,
-        done: oneshot::Sender<Result<()>>,
-    },
-    Delete {
-        ids: Vec<i64>,
-        done: oneshot::Sender<Result<()>>,
-    },
-    DeleteQueue {
-        queue: String,
-        done: oneshot::Sender<Result<()>>,
-    },
-    /// Fire and forget: only feeds the `redelivered` flag after a restart.
-    MarkDelivered { id: i64 },
 }
 
 enum Take {
@@ -321,12 +310,44 @@ impl Shared {
 }
 
 impl State {
+    fn new() -> State {
+        State {
+            queues: HashMap::new(),
+            next_id: 1,
+            next_generation: 0,
+            last_sweep: Instant::now(),
+        }
+    }
+
+    /// The queue named `name`, created if missing; marks it used.
     fn queue(&mut self, name: &str, durable: bool) -> &mut QueueState {
+        let now = Instant::now();
+        if now.duration_since(self.last_sweep) >= SWEEP_EVERY {
+            self.last_sweep = now;
+            self.sweep(now);
+        }
         let next_generation = &mut self.next_generation;
-        self.queues.entry(name.to_string()).or_insert_with(|| {
+        let queue = self.queues.entry(name.to_string()).or_insert_with(|| {
             *next_generation += 1;
             QueueState::new(durable, *next_generation)
-        })
+        });
+        queue.last_used = now;
+        queue
+    }
+
+    /// Drops transient queues unused for `TRANSIENT_EXPIRY` with nothing in flight, as RabbitMQ
+    /// does with `x-expires`, so results queues nobody deleted do not pile up.
+    fn sweep(&mut self, now: Instant) {
+        self.queues.retain(|_, q| {
+            let keep = q.durable
+                || !q.in_flight.is_empty()
+                || now.duration_since(q.last_used) < TRANSIENT_EXPIRY;
+            if !keep {
+                // A consumer still waiting looks the queue up again (and recreates it).
+                q.notify.notify_waiters();
+            }
+            keep
+        });
     }
 }
 
@@ -338,6 +359,7 @@ impl QueueState {
             ready: VecDeque::new(),
             in_flight: HashMap::new(),
             notify: Arc::new(Notify::new()),
+            last_used: Instant::now(),
         }
     }
 
@@ -476,144 +498,31 @@ fn writer_gone() -> ChannelError {
     ChannelError::Unavailable("the embedded channels writer thread stopped".to_string())
 }
 
-/// Prepares the database and rebuilds the queues from it: every row is ready again.
-fn load(connection: &Connection) -> rusqlite::Result<State> {
-    let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
-    tracing::debug!(journal_mode = %mode, "channels database opened");
-    connection.busy_timeout(Duration::from_secs(10))?;
-    connection.execute_batch(
-        "PRAGMA synchronous = NORMAL;
-         CREATE TABLE IF NOT EXISTS messages (
-             id INTEGER PRIMARY KEY,
-             queue TEXT NOT NULL,
-             payload BLOB NOT NULL,
-             delivered INTEGER NOT NULL DEFAULT 0
-         );
-         CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue);",
-    )?;
-    let mut state = State {
-        queues: HashMap::new(),
-        next_id: 1,
-        next_generation: 0,
-    };
-    let mut select =
-        connection.prepare("SELECT id, queue, payload, delivered FROM messages ORDER BY id")?;
-    let mut rows = select.query([])?;
-    while let Some(row) = rows.next()? {
-        let id: i64 = row.get(0)?;
-        let queue: String = row.get(1)?;
-        let delivered: bool = row.get(3)?;
-        state.next_id = state.next_id.max(id + 1);
-        state.queue(&queue, true).ready.push_back(Message {
-            id,
-            payload: row.get(2)?,
-            redelivered: delivered,
-            marked: delivered,
-        });
-    }
-    Ok(state)
-}
+#[cfg(test)]
+mod expiry {
+    use super::*;
 
-/// The writer thread: drains pending operations, commits them together, then publishes the
-/// inserted messages and answers every waiter. Ends when the backend is dropped.
-fn run_writer(mut connection: Connection, ops: mpsc::Receiver<WriteOp>, state: Arc<Mutex<State>>) {
-    while let Ok(first) = ops.recv() {
-        let mut batch = vec![first];
-        while batch.len() < BATCH_MAX {
-            match ops.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
-        }
-        let outcome = write_batch(&mut connection, &batch).map_err(|e| e.to_string());
-        if let Err(cause) = &outcome {
-            tracing::error!(cause = %cause, ops = batch.len(), "channels commit failed");
-        }
-        settle_batch(batch, outcome, &state);
-    }
-}
-
-fn write_batch(connection: &mut Connection, batch: &[WriteOp]) -> rusqlite::Result<()> {
-    let tx = connection.transaction()?;
-    {
-        let mut insert =
-            tx.prepare_cached("INSERT INTO messages (id, queue, payload) VALUES (?1, ?2, ?3)")?;
-        let mut delete = tx.prepare_cached("DELETE FROM messages WHERE id = ?1")?;
-        let mut delete_queue = tx.prepare_cached("DELETE FROM messages WHERE queue = ?1")?;
-        let mut mark = tx.prepare_cached("UPDATE messages SET delivered = 1 WHERE id = ?1")?;
-        for op in batch {
-            match op {
-                WriteOp::Insert {
-                    id, queue, payload, ..
-                } => {
-                    insert.execute(params![id, queue, payload])?;
-                }
-                WriteOp::Delete { ids, .. } => {
-                    for id in ids {
-                        delete.execute(params![id])?;
-                    }
-                }
-                WriteOp::DeleteQueue { queue, .. } => {
-                    delete_queue.execute(params![queue])?;
-                }
-                WriteOp::MarkDelivered { id } => {
-                    mark.execute(params![id])?;
-                }
-            }
-        }
-    }
-    tx.commit()
-}
-
-fn settle_batch(
-    batch: Vec<WriteOp>,
-    outcome: std::result::Result<(), String>,
-    state: &Mutex<State>,
-) {
-    let mut answers = Vec::with_capacity(batch.len());
-    {
-        let mut state = state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        for op in batch {
-            match op {
-                WriteOp::Insert {
-                    id,
-                    queue,
-                    generation,
-                    payload,
-                    done,
-                } => {
-                    if outcome.is_ok() {
-                        // A queue deleted meanwhile took the message with it.
-                        if let Some(q) = state.queues.get_mut(&queue) {
-                            if q.generation == generation {
-                                q.push(Message {
-                                    id,
-                                    payload,
-                                    redelivered: false,
-                                    marked: false,
-                                });
-                            }
-                        }
-                    }
-                    answers.push((done, queue));
-                }
-                WriteOp::Delete { done, .. } => answers.push((done, String::new())),
-                WriteOp::DeleteQueue { queue, done } => answers.push((done, queue)),
-                WriteOp::MarkDelivered { .. } => {}
-            }
-        }
-    }
-    for (done, queue) in answers {
-        let answer = match &outcome {
-            Ok(()) => Ok(()),
-            Err(cause) => Err(ChannelError::Failed {
-                queue,
-                cause: format!("commit: {cause}"),
-            }),
-        };
-        // The waiter may have given up (cancelled); the outcome stands either way.
-        let _ = done.send(answer);
+    #[test]
+    fn unused_transient_queues_expire() {
+        let mut state = State::new();
+        state.queue("results", false);
+        state.queue("mailbox", true);
+        state.queue("busy", false).in_flight.insert(
+            1,
+            InFlight {
+                message: Message {
+                    id: 1,
+                    payload: Vec::new(),
+                    redelivered: false,
+                    marked: false,
+                },
+                owner: 1,
+                token: 1,
+            },
+        );
+        state.sweep(Instant::now() + TRANSIENT_EXPIRY + Duration::from_secs(1));
+        assert!(!state.queues.contains_key("results"));
+        assert!(state.queues.contains_key("mailbox"));
+        assert!(state.queues.contains_key("busy"));
     }
 }

@@ -441,6 +441,36 @@ async fn amqp_conformance() {
     suite(ch, &unique("amqp")).await;
 }
 
+/// Concurrent publishers pipeline their confirms on the shared channel; prints the rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_concurrent_publishes() {
+    let Some(ch) = rabbit().await else { return };
+    let queue = mailbox(&unique("amqp"), "throughput");
+    let (tasks, each) = (256, 20);
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for t in 0..tasks {
+        let ch = ch.clone();
+        let queue = queue.clone();
+        handles.push(tokio::spawn(async move {
+            for i in 0..each {
+                publish(&ch, &queue, &format!("{t}-{i}")).await;
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.expect("publisher");
+    }
+    let took = started.elapsed();
+    let total = tasks * each;
+    eprintln!(
+        "amqp: {total} confirmed persistent publishes in {took:?} ({:.0}/s)",
+        total as f64 / took.as_secs_f64()
+    );
+    assert_eq!(ch.len(&queue).await.expect("len"), total as u64);
+    ch.delete(&queue).await.expect("delete");
+}
+
 /// A queue deleted by another connection is declared again by a publisher that had cached it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn amqp_redeclares_a_queue_deleted_elsewhere() {
