@@ -188,7 +188,7 @@ async fn supervise(
                     out.stats.io_bytes = out.stats.io_bytes.max(stats.io_bytes);
                     out.stats.memory_bytes = out.stats.memory_bytes.max(stats.memory_bytes);
                 }
-                if ticks % 3 == 0 {
+                if ticks.is_multiple_of(3) {
                     if let Ok(raw) = ctx.runtime.logs(container).await {
                         let logs = truncate_logs(&raw, ctx.config.web.max_log_length);
                         let _ = ctx.control.store

@@ -12,7 +12,7 @@ mod execute;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 use tokio_util::sync::CancellationToken;
 
 use abaco_control::Control;
@@ -264,7 +264,7 @@ async fn heartbeat(ctx: WorkerContext, worker: Worker, stop: CancellationToken) 
             _ = tick.tick() => {}
         }
         let mut patch = Map::new();
-        patch.insert("last_health_check_time".into(), Value::from(json!(now())));
+        patch.insert("last_health_check_time".into(), json!(now()));
         if let Ok(false) = ctx
             .control
             .store

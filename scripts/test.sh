@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: installs and starts Docker, Redis, RabbitMQ and PostgreSQL on
+# loopback when missing (scripts/services.sh), builds the test images, then checks formatting,
+# lints and runs every test. With CI set, a test whose service is missing fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "services (Docker, Redis, RabbitMQ, PostgreSQL)"
+eval "$(bash scripts/services.sh)"
+
+step "test images"
+bash images/build.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test"
+cargo test --workspace --no-fail-fast -- --test-threads 4
