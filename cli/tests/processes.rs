@@ -69,7 +69,12 @@ impl Client {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Option<Value> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Option<Value> {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -109,7 +114,10 @@ impl Client {
             )
             .await
             .expect("message accepted with a 200");
-        env["result"]["execution_id"].as_str().expect("eid").to_string()
+        env["result"]["execution_id"]
+            .as_str()
+            .expect("eid")
+            .to_string()
     }
 
     async fn wait_complete(&self, aid: &str, eids: &[String], within: Duration) {
@@ -124,7 +132,11 @@ impl Client {
             assert_eq!(execution["status"], "COMPLETE", "{execution}");
         }
         let env = self
-            .call(reqwest::Method::GET, &format!("/actors/{aid}/executions"), None)
+            .call(
+                reqwest::Method::GET,
+                &format!("/actors/{aid}/executions"),
+                None,
+            )
             .await
             .expect("executions summary");
         assert_eq!(
@@ -170,7 +182,9 @@ async fn embedded_messages_survive_kill_9_of_serve() {
     serve.crash();
     let _serve = Proc::start("serve", &config, &["serve"], &dir.join("serve-2.log"));
     client.wait_up().await;
-    client.wait_complete(&aid, &eids, Duration::from_secs(120)).await;
+    client
+        .wait_complete(&aid, &eids, Duration::from_secs(120))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,5 +243,7 @@ async fn distributed_processes_run_and_survive_kill_9() {
     for i in 0..2 {
         eids.push(client.send(&aid, &format!("after-{i}")).await);
     }
-    client.wait_complete(&aid, &eids, Duration::from_secs(180)).await;
+    client
+        .wait_complete(&aid, &eids, Duration::from_secs(180))
+        .await;
 }

@@ -11,6 +11,7 @@ use abaco_core::time::{now, Timestamp};
 use abaco_core::{Actor, ExecutionStatus, MailboxMessage, Worker};
 use abaco_runtime::{ContainerSpec, RuntimeError, Stats};
 
+use crate::io::ExecutionIo;
 use crate::{env, CurrentExecution, WorkerContext};
 
 /// Labels put on every actor container, so health can find and own them.
@@ -46,10 +47,25 @@ pub async fn execute(
     patch.insert("worker_id".into(), json!(worker.id));
     let _ = store.update_execution(&db_id, &eid, patch).await;
 
-    let spec = container_spec(ctx, actor, worker, &message);
+    let mut io = match ExecutionIo::prepare(ctx, worker, &message).await {
+        Ok(io) => io,
+        Err(err) => {
+            return fail(
+                ctx,
+                actor,
+                &eid,
+                format!("Could not prepare the results socket or binary message: {err}"),
+            )
+            .await;
+        }
+    };
+    let mut spec = container_spec(ctx, actor, worker, &message);
+    spec.binds.extend(io.binds());
+    let results_task = io.forward_results(ctx, &db_id, &eid);
     let container = match ctx.runtime.create(&spec).await {
         Ok(id) => id,
         Err(RuntimeError::Unavailable { cause, .. }) => {
+            results_task.abort();
             tracing::warn!(execution_id = %eid, %cause, "container runtime unavailable; message requeued");
             tokio::time::sleep(Duration::from_secs(2)).await;
             return Outcome::Requeue;
@@ -87,6 +103,8 @@ pub async fn execute(
     current.end();
 
     let state = ctx.runtime.inspect(&container).await.ok();
+    // Datagrams sent just before exit are still in the socket: drain them, then stop.
+    io.finish(results_task).await;
     let raw_logs = ctx.runtime.logs(&container).await.unwrap_or_default();
     let runtime_secs = started.elapsed().as_secs() as i64;
     if !ctx.config.workers.leave_containers {

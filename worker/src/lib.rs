@@ -8,6 +8,7 @@
 
 mod env;
 mod execute;
+mod io;
 
 use std::sync::Arc;
 use std::time::Duration;
