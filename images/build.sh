@@ -3,9 +3,11 @@
 #   abaco-test/busybox:latest  docker import of a busybox-static root filesystem (busybox/)
 #   abaco-test/echo:latest     FROM busybox: prints MSG and the _abaco variables (echo/)
 #   abaco-test/sleep:latest    FROM busybox: sleeps ${SLEEP:-30} seconds (sleep/)
+#   abaco-test/actor:latest    FROM scratch: static std-only Rust test actor /actor (testactor/)
 # Idempotent: an image that exists is kept unless --force is given; an image whose base was
-# rebuilt in this run is rebuilt too. Works from any directory. Concurrent runs are serialised.
-# Fails loudly when Docker is not reachable or no static busybox can be found.
+# rebuilt in this run is rebuilt too, and so is abaco-test/actor when its sources changed.
+# Works from any directory. Concurrent runs are serialised.
+# Fails loudly when Docker is not reachable, no static busybox can be found or cargo fails.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -14,7 +16,7 @@ for arg in "$@"; do
   case "$arg" in
     --force) force=1 ;;
     -h | --help)
-      sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+      sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
       echo "usage: $0 [--force]"
       exit 0
       ;;
@@ -115,6 +117,46 @@ build_dockerfile() {
     die "docker build of images/$name failed: $(cat "${TMPDIR:-/tmp}/abaco-build-$name.log")"
 }
 
+# Content hash of the test actor's recipe, stored as an image label so edits trigger a rebuild.
+testactor_hash() {
+  (cd "$here/testactor" && find Cargo.toml Cargo.lock Dockerfile src -type f 2>/dev/null | LC_ALL=C sort |
+    xargs sha256sum | sha256sum | cut -c1-16)
+}
+
+testactor_current() {
+  local label
+  label=$(docker image inspect --format '{{ index .Config.Labels "abaco.testactor.hash" }}' abaco-test/actor:latest 2>/dev/null) || return 1
+  [ "$label" = "$(testactor_hash)" ]
+}
+
+# Compiles images/testactor as a static binary (std only, offline) and builds it FROM scratch.
+build_testactor() {
+  command -v cargo >/dev/null 2>&1 || die "cargo is not installed; it is needed to build abaco-test/actor"
+  local triple target_dir binary context hash
+  triple=$(rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+  [ -n "$triple" ] || triple=x86_64-unknown-linux-gnu
+  target_dir="$here/../target/testactor"
+  log "compiling images/testactor for $triple (static)"
+  RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release --offline \
+    --manifest-path "$here/testactor/Cargo.toml" --target-dir "$target_dir" --target "$triple" ||
+    die "cargo build of images/testactor failed"
+  binary="$target_dir/$triple/release/testactor"
+  [ -x "$binary" ] || die "cargo built no $binary"
+  if command -v file >/dev/null 2>&1; then
+    file -L "$binary" | grep -Eq 'statically linked|static-pie linked' || die "$binary is not statically linked: $(file -L "$binary")"
+  fi
+  hash=$(testactor_hash)
+  log "building abaco-test/actor:latest from images/testactor"
+  context=$(mktemp -d)
+  # shellcheck disable=SC2064 # expand now: the variable is local
+  trap "rm -rf '$context'" RETURN
+  cp "$here/testactor/Dockerfile" "$context/Dockerfile"
+  cp "$binary" "$context/actor"
+  DOCKER_BUILDKIT=0 docker build --quiet --label "abaco.testactor.hash=$hash" -t abaco-test/actor:latest "$context" \
+    >/dev/null 2>"${TMPDIR:-/tmp}/abaco-build-actor.log" ||
+    die "docker build of images/testactor failed: $(cat "${TMPDIR:-/tmp}/abaco-build-actor.log")"
+}
+
 rebuilt_base=0
 if [ "$force" = 1 ] || ! exists abaco-test/busybox:latest; then
   build_busybox
@@ -131,7 +173,13 @@ for name in echo sleep; do
   fi
 done
 
-for image in busybox echo sleep; do
+if [ "$force" = 1 ] || ! testactor_current; then
+  build_testactor
+else
+  log "abaco-test/actor:latest exists (use --force to rebuild)"
+fi
+
+for image in busybox echo sleep actor; do
   exists "abaco-test/$image:latest" || die "abaco-test/$image:latest is missing after the build"
 done
-log "test images ready: abaco-test/busybox:latest abaco-test/echo:latest abaco-test/sleep:latest"
+log "test images ready: abaco-test/busybox:latest abaco-test/echo:latest abaco-test/sleep:latest abaco-test/actor:latest"

@@ -4,6 +4,7 @@
 
 pub mod case;
 mod identity;
+pub mod metrics;
 mod params;
 mod reply;
 mod routes;
@@ -46,7 +47,7 @@ impl Api {
 /// The full application: Abaco's routes under `/actors` and `/actors/v2`, envelope rendering,
 /// 404/405 in the envelope.
 pub fn router(api: Api) -> Router {
-    let inner = routes::routes()
+    let inner = routes::routes(api.config.web.max_content_length)
         .fallback(reply::unknown_route)
         .method_not_allowed_fallback(reply::wrong_method)
         .layer(middleware::from_fn_with_state(

@@ -147,11 +147,20 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Renders every `Reply`/`ApiError` into the JSON envelope with the configured version.
+/// Renders every `Reply`/`ApiError` into the JSON envelope with the configured version. Errors
+/// produced before a handler runs (an undecodable path, a body over the size limit) are wrapped
+/// too, so every error a client sees has the same shape.
 pub async fn render_envelope(State(api): State<Api>, request: Request, next: Next) -> Response {
+    let is_message_post =
+        request.method() == axum::http::Method::POST && request.uri().path().ends_with("/messages");
     let response = next.run(request).await;
-    let Some(pending) = response.extensions().get::<Pending>().cloned() else {
-        return response;
+    let (mut parts, body) = response.into_parts();
+    let pending = match parts.extensions.get::<Pending>().cloned() {
+        Some(p) => p,
+        None if parts.status.is_client_error() || parts.status.is_server_error() => {
+            rejection(&api, parts.status, body, is_message_post).await
+        }
+        None => return Response::from_parts(parts, body),
     };
     let envelope = json!({
         "message": pending.message,
@@ -159,15 +168,39 @@ pub async fn render_envelope(State(api): State<Api>, request: Request, next: Nex
         "status": if pending.ok { "success" } else { "error" },
         "version": api.config.general.tag,
     });
-    let body = serde_json::to_vec(&envelope).unwrap_or_default();
-    let (mut parts, _) = response.into_parts();
+    let bytes = serde_json::to_vec(&envelope).unwrap_or_default();
     parts.status = pending.status;
     parts.headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     parts.headers.remove(header::CONTENT_LENGTH);
-    Response::from_parts(parts, Body::from(body))
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The envelope for a response an extractor produced (its body is plain text).
+async fn rejection(api: &Api, status: StatusCode, body: Body, is_message_post: bool) -> Pending {
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes).trim().to_string();
+    let (status, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE if is_message_post => (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Message exceeds max content length of: {}",
+                api.config.web.max_content_length
+            ),
+        ),
+        StatusCode::PAYLOAD_TOO_LARGE => (status, format!("Request body too large: {text}")),
+        _ => (status, format!("Invalid request: {text}")),
+    };
+    Pending {
+        status,
+        message,
+        result: Value::Null,
+        ok: false,
+    }
 }
 
 /// 404 for paths no route matches.

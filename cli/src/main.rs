@@ -161,10 +161,18 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
             period: Duration::from_secs(10),
         };
         let token = shutdown.clone();
+        let autoscaler = ctx.clone();
         tasks.spawn(async move {
             abaco_health::run(ctx, token).await;
             Ok(())
         });
+        if config.workers.autoscaling {
+            let token = shutdown.clone();
+            tasks.spawn(async move {
+                abaco_health::autoscaler::run(autoscaler, token).await;
+                Ok(())
+            });
+        }
     }
     tracing::info!(component = name(command), backend = ?config.store.backend, "abaco started");
 

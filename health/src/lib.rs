@@ -3,6 +3,8 @@
 //! worker back to every actor that has queued messages but none; and removes actor containers of
 //! this host that no live worker owns. Every action is logged with its reason.
 
+pub mod autoscaler;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;

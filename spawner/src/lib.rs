@@ -170,7 +170,7 @@ async fn spawn_worker(
     let _ = store
         .transition_worker(&db_id, &wid, WorkerStatus::PullingImage, Map::new())
         .await;
-    if let Err(why) = ensure_image(ctx, &command.image).await {
+    if let Err(why) = ensure_image(ctx, &command.image, command.repull).await {
         tracing::error!(actor_id = %db_id, image = %command.image, cause = %why, "image unavailable; actor in ERROR");
         let _ = store.delete_worker(&db_id, &wid).await;
         let _ = store
@@ -228,9 +228,16 @@ async fn spawn_worker(
     }
 }
 
-/// The image is used as is when present locally; otherwise pulled once.
-async fn ensure_image(ctx: &SpawnerContext, image: &str) -> Result<(), String> {
+/// The image is used as is when present locally; otherwise pulled once. With `repull` it is
+/// pulled again, falling back to the local copy when the registry cannot be reached.
+async fn ensure_image(ctx: &SpawnerContext, image: &str, repull: bool) -> Result<(), String> {
     match ctx.runtime.image_exists(image).await {
+        Ok(true) if repull => {
+            if let Err(err) = ctx.runtime.pull(image).await {
+                tracing::warn!(%image, cause = %err, "re-pull failed; using the local image");
+            }
+            Ok(())
+        }
         Ok(true) => Ok(()),
         Ok(false) => ctx.runtime.pull(image).await.map_err(|e| {
             format!("Image {image} is not available locally and could not be pulled: {e}")

@@ -168,6 +168,8 @@ impl Builder {
             period: self.health_period,
         };
         let token = shutdown.clone();
+        tasks.spawn(abaco_health::autoscaler::run(health.clone(), token));
+        let token = shutdown.clone();
         tasks.spawn(abaco_health::run(health, token));
         Some(TestApp {
             base: format!("http://{addr}"),

@@ -145,6 +145,7 @@ pub async fn execute(
     );
     patch.insert("status_message".into(), json!(status_message));
     let _ = store.update_execution(&db_id, &eid, patch).await;
+    record_metrics(ctx, ExecutionStatus::Complete, started.elapsed()).await;
     tracing::info!(actor_id = %db_id, execution_id = %eid, exit_code = ?exit_code, runtime_secs, "execution complete");
     Outcome::Complete
 }
@@ -303,7 +304,31 @@ async fn fail(
         .store
         .update_execution(&actor.db_id(), eid, patch)
         .await;
+    record_metrics(ctx, ExecutionStatus::Error, Duration::ZERO).await;
     Outcome::Failed
+}
+
+/// Counts a finished execution into the cluster-wide counters `/metrics` reports.
+async fn record_metrics(ctx: &WorkerContext, status: ExecutionStatus, took: Duration) {
+    use abaco_core::metrics as layout;
+    let store = &ctx.control.store;
+    let mut fields = vec![
+        (layout::status_field(status), 1),
+        (layout::COUNT.to_string(), 1),
+        (layout::SUM_MS.to_string(), took.as_millis() as i64),
+    ];
+    if let Some(bucket) = layout::bucket_of(took.as_secs_f64()) {
+        fields.push((bucket, 1));
+    }
+    for (field, by) in fields {
+        if let Err(err) = store
+            .increment_counter(layout::EXECUTIONS, &field, by)
+            .await
+        {
+            tracing::warn!(cause = %err, "could not update execution metrics");
+            return;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -183,7 +183,33 @@ async fn serve_mailbox(
                 continue;
             }
         }
+        // A stateful actor runs one execution at a time, whatever number of workers exist
+        // during an image update or after a crash.
+        let exclusive = (!actor.stateless).then(|| format!("exec:{}", worker.actor_id));
+        if let Some(lock) = &exclusive {
+            if !acquire_exclusive(ctx, worker, lock).await {
+                let _ = delivery.nack(true).await;
+                let _ = ctx
+                    .control
+                    .store
+                    .transition_worker(
+                        &worker.actor_id,
+                        &worker.id,
+                        WorkerStatus::Ready,
+                        Map::new(),
+                    )
+                    .await;
+                tokio::select! {
+                    _ = stop.cancelled() => return true,
+                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                }
+                continue;
+            }
+        }
         let outcome = execute::execute(ctx, &actor, worker, message, force_quit).await;
+        if let Some(lock) = &exclusive {
+            let _ = ctx.control.store.unlock(lock, worker.id.as_str()).await;
+        }
         match outcome {
             Outcome::Requeue => {
                 let _ = delivery.nack(true).await;
@@ -205,6 +231,34 @@ async fn serve_mailbox(
             return true;
         }
     }
+}
+
+/// Takes the execution lock of a stateful actor, taking it over from a holder that is gone.
+async fn acquire_exclusive(ctx: &WorkerContext, worker: &Worker, lock: &str) -> bool {
+    let store = &ctx.control.store;
+    let me = worker.id.as_str();
+    match store.try_lock(lock, me).await {
+        Ok(true) => return true,
+        Ok(false) => {}
+        Err(err) => {
+            tracing::warn!(worker_id = %worker.id, cause = %err, "cannot take the execution lock");
+            return false;
+        }
+    }
+    let Ok(Some(holder)) = store.lock_holder(lock).await else {
+        return false;
+    };
+    let holder_alive = matches!(
+        store
+            .worker(&worker.actor_id, &abaco_core::WorkerId::from(holder.as_str()))
+            .await,
+        Ok(Some(w)) if w.status == WorkerStatus::Busy || w.status == WorkerStatus::ShutdownRequested || w.status == WorkerStatus::ShuttingDown
+    );
+    if holder_alive {
+        return false;
+    }
+    tracing::warn!(worker_id = %worker.id, previous = %holder, "taking over the execution lock of a worker that is gone");
+    store.steal_lock(lock, &holder, me).await.unwrap_or(false)
 }
 
 /// Handles `worker_{id}`: health pings, force quit of the running container, stop requests.

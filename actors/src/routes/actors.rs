@@ -5,6 +5,8 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use serde_json::{Map, Value};
 
+use abaco_control::Start;
+use abaco_core::policy;
 use abaco_core::time::now;
 use abaco_core::{Actor, ActorId, ActorStatus, DbId, Queue, Tenant};
 use abaco_store::Kind;
@@ -46,7 +48,8 @@ pub async fn register_actor(
     if let Some(link) = input.link.as_deref().filter(|l| !l.is_empty()) {
         check_link(&api, &who, link).await?;
     }
-    let actor = new_actor(&api, &who, input);
+    let mut actor = new_actor(&api, &who, input);
+    apply_policies(&api, &mut actor);
     let db_id = actor.db_id();
     if !api.control.store.insert_actor(&actor).await? {
         return Err(ApiError::Internal(format!(
@@ -108,7 +111,9 @@ pub async fn update_actor(
         }
     }
     let new_revision = input.force || input.image != actor.image;
+    let force = input.force;
     apply_update(&mut actor, input);
+    apply_policies(&api, &mut actor);
     actor.last_update_time = now();
     if new_revision {
         actor.revision += 1;
@@ -119,7 +124,9 @@ pub async fn update_actor(
     if new_revision {
         // The new worker replaces the old ones once it is up (`stop_existing`); old workers
         // finish their in-flight execution first.
-        api.control.request_worker(&actor, true).await?;
+        api.control
+            .request_worker(&actor, Start::Replacing { repull: force })
+            .await?;
     }
     tracing::info!(actor_id = %actor.db_id(), revision = actor.revision, "actor updated");
     Ok(Reply::ok(
@@ -232,6 +239,26 @@ fn new_actor(api: &Api, who: &Identity, input: ActorInput) -> Actor {
         cron_schedule: None,
         cron_next_ex: None,
     }
+}
+
+/// Mounts and uid/gid from the configuration (spec §7.11, §7.12), recomputed on every update.
+fn apply_policies(api: &Api, actor: &mut Actor) {
+    if actor.use_container_uid {
+        (actor.uid, actor.gid, actor.tasdir) = (None, None, None);
+    } else {
+        (actor.uid, actor.gid, actor.tasdir) = policy::uid_gid(&api.config, actor.tenant.as_str());
+    }
+    let (mounts, problems) = policy::mounts(
+        &api.config,
+        actor.tenant.as_str(),
+        &actor.owner,
+        actor.tasdir.as_deref(),
+        actor.privileged,
+    );
+    for problem in problems {
+        tracing::warn!(problem, "configured mount skipped");
+    }
+    actor.mounts = mounts;
 }
 
 /// Actors that name no queue use the first of `[spawner] host_queues` (`default` unless configured).

@@ -7,6 +7,7 @@ mod messages;
 mod state;
 mod workers;
 
+use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::Router;
 
@@ -18,7 +19,14 @@ use crate::identity::Identity;
 use crate::reply::ApiError;
 use crate::Api;
 
-pub fn routes() -> Router<Api> {
+/// The route table. Message bodies may be as large as `[web] max_content_length`; every other
+/// body is limited to `OTHER_BODY_LIMIT`.
+pub fn routes(max_message: u64) -> Router<Api> {
+    // Binary messages are checked against `max_content_length` by the handler; other bodies
+    // get at least the usual limit.
+    let message_limit = usize::try_from(max_message.saturating_add(1))
+        .unwrap_or(usize::MAX)
+        .max(OTHER_BODY_LIMIT);
     Router::new()
         .route(
             "/actors",
@@ -42,7 +50,8 @@ pub fn routes() -> Router<Api> {
             "/actors/{actor_id}/messages",
             get(messages::count_messages)
                 .post(messages::send_message)
-                .delete(messages::purge_messages),
+                .delete(messages::purge_messages)
+                .layer(DefaultBodyLimit::max(message_limit)),
         )
         .route(
             "/actors/{actor_id}/executions",
@@ -68,7 +77,11 @@ pub fn routes() -> Router<Api> {
             "/actors/{actor_id}/workers/{worker_id}",
             get(workers::get_worker).delete(workers::delete_worker),
         )
+        .layer(DefaultBodyLimit::max(OTHER_BODY_LIMIT))
 }
+
+/// Limit of request bodies other than messages (actor descriptions, state, ...).
+pub const OTHER_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
 /// Resolves an actor id or alias from the URL to the actor's storage key (spec §2.5).
 pub async fn resolve_db_id(api: &Api, who: &Identity, identifier: &str) -> Result<DbId, ApiError> {

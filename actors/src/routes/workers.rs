@@ -5,6 +5,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::HeaderMap;
 use serde_json::Value;
 
+use abaco_control::Start;
 use abaco_core::WorkerId;
 
 use super::load_actor;
@@ -73,7 +74,9 @@ pub async fn add_workers(
         ));
     }
     for _ in current..num {
-        api.control.request_worker(&actor, false).await?;
+        api.control
+            .request_worker(&actor, Start::Additional)
+            .await?;
     }
     Ok(Reply::ok(
         format!(

@@ -21,6 +21,16 @@ pub enum ControlError {
 
 pub type Result<T> = std::result::Result<T, ControlError>;
 
+/// Why a worker is requested.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// One more worker beside the existing ones (scale-up, `POST .../workers`).
+    Additional,
+    /// A worker of a new revision that replaces every existing one once it is READY;
+    /// `repull` asks the spawner to pull the image again (`force` on update).
+    Replacing { repull: bool },
+}
+
 /// The store and channels together: what every component holds.
 #[derive(Clone)]
 pub struct Control {
@@ -34,16 +44,40 @@ impl Control {
     }
 
     /// Records a `REQUESTED` worker and asks the spawners of the actor's queue to start it.
-    pub async fn request_worker(&self, actor: &Actor, stop_existing: bool) -> Result<WorkerId> {
+    pub async fn request_worker(&self, actor: &Actor, start: Start) -> Result<WorkerId> {
         let worker = Worker::requested(actor, WorkerId::generate(), now());
         self.store.put_worker(&worker).await?;
+        self.send_spawner_command(actor, &worker, start).await?;
+        Ok(worker.id)
+    }
+
+    /// Requests a worker unless the actor already has one that is starting or serving. The check
+    /// and the insert are one atomic store operation, so concurrent messages to an idle actor
+    /// request exactly one worker (and a stateful actor never gets two).
+    pub async fn ensure_one_worker(&self, actor: &Actor) -> Result<Option<WorkerId>> {
+        let worker = Worker::requested(actor, WorkerId::generate(), now());
+        if !self.store.insert_worker_unless_viable(&worker).await? {
+            return Ok(None);
+        }
+        self.send_spawner_command(actor, &worker, Start::Additional)
+            .await?;
+        Ok(Some(worker.id))
+    }
+
+    async fn send_spawner_command(
+        &self,
+        actor: &Actor,
+        worker: &Worker,
+        start: Start,
+    ) -> Result<()> {
         let command = SpawnerCommand {
             actor_id: actor.db_id(),
             worker_id: worker.id.clone(),
             image: actor.image.clone(),
             revision: actor.revision,
             tenant: actor.tenant.clone(),
-            stop_existing,
+            stop_existing: matches!(start, Start::Replacing { .. }),
+            repull: matches!(start, Start::Replacing { repull: true }),
         };
         if let Err(err) = self
             .channels
@@ -55,16 +89,7 @@ impl Control {
             return Err(err.into());
         }
         tracing::info!(actor_id = %actor.db_id(), worker_id = %worker.id, "worker requested");
-        Ok(worker.id)
-    }
-
-    /// Requests a worker unless the actor already has one that is starting or serving.
-    pub async fn ensure_one_worker(&self, actor: &Actor) -> Result<Option<WorkerId>> {
-        let workers = self.store.workers_of(&actor.db_id()).await?;
-        if workers.iter().any(|w| w.status.is_viable()) {
-            return Ok(None);
-        }
-        self.request_worker(actor, false).await.map(Some)
+        Ok(())
     }
 
     /// Asks one worker to finish its in-flight execution and stop.

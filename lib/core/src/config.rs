@@ -96,6 +96,8 @@ pub struct SpawnerConfig {
     pub max_workers_per_actor: usize,
     /// The autoscaler skips scale-up while the command queue is longer. Default 10.
     pub max_cmd_length: u64,
+    /// Cap on workers across all hosts, enforced by the autoscaler. Default 100.
+    pub max_workers_total: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -122,6 +124,10 @@ pub struct WorkersConfig {
     pub worker_ttl: i64,
     /// Idle seconds a `sync`-hinted actor keeps its last worker. Default 600.
     pub sync_max_idle_time: i64,
+    /// Idle seconds before the autoscaler stops a READY worker of an actor with an empty mailbox. Default 10.
+    pub autoscale_idle_time: i64,
+    /// Seconds between autoscaler passes. Default 1.
+    pub autoscale_period: u64,
     /// Keep actor containers after they exit (debugging). Default false.
     pub leave_containers: bool,
     /// Directory for results sockets (one sub-directory per worker). Default `{data_dir}/sockets`.
@@ -264,6 +270,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "max_workers_per_host",
             "max_workers_per_actor",
             "max_cmd_length",
+            "max_workers_total",
         ],
     ),
     ("docker", &["dd", "network"]),
@@ -277,6 +284,8 @@ const KNOWN: &[(&str, &[&str])] = &[
             "max_cpus",
             "worker_ttl",
             "sync_max_idle_time",
+            "autoscale_idle_time",
+            "autoscale_period",
             "leave_containers",
             "socket_host_path_dir",
             "fifo_host_path_dir",
@@ -470,6 +479,7 @@ impl Config {
                 max_workers_per_host: r.parse("spawner", "max_workers_per_host", 20usize)?,
                 max_workers_per_actor: r.parse("spawner", "max_workers_per_actor", 5usize)?,
                 max_cmd_length: r.parse("spawner", "max_cmd_length", 10u64)?,
+                max_workers_total: r.parse("spawner", "max_workers_total", 100usize)?,
             },
             docker: DockerConfig {
                 dd: r.string("docker", "dd", "unix:///var/run/docker.sock"),
@@ -483,6 +493,8 @@ impl Config {
                 max_cpus: r.parse("workers", "max_cpus", -1i64)?,
                 worker_ttl: r.parse("workers", "worker_ttl", -1i64)?,
                 sync_max_idle_time: r.parse("workers", "sync_max_idle_time", 600i64)?,
+                autoscale_idle_time: r.parse("workers", "autoscale_idle_time", 10i64)?,
+                autoscale_period: r.parse("workers", "autoscale_period", 1u64)?,
                 leave_containers: r.boolean("workers", "leave_containers", false)?,
                 socket_host_path_dir: r
                     .ini

@@ -5,7 +5,9 @@
 pub mod config;
 pub mod ids;
 pub mod messages;
+pub mod metrics;
 pub mod model;
+pub mod policy;
 pub mod pyrepr;
 pub mod status;
 pub mod time;

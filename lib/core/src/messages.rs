@@ -51,6 +51,9 @@ pub struct SpawnerCommand {
     pub revision: i64,
     pub tenant: Tenant,
     pub stop_existing: bool,
+    /// Pull the image again even when it is present (`force` on update).
+    #[serde(default)]
+    pub repull: bool,
 }
 
 /// One message in an actor's mailbox: the payload plus the `_abaco_*` fields and the query

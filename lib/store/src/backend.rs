@@ -93,6 +93,19 @@ pub enum Merge {
     Missing,
 }
 
+/// The outcome of an atomic read-modify-write (`Backend::update`).
+#[derive(Debug, PartialEq)]
+pub enum Update {
+    /// The function returned a document and it was written (inserted when absent); the document.
+    Written(Value),
+    /// The function returned `None`; the current document (`None` when absent), untouched.
+    Unchanged(Option<Value>),
+}
+
+/// The function of an update: the current document (`None` when absent) to the document to
+/// write, or `None` to leave things as they are. It may run several times, so it must be pure.
+pub type UpdateFn<'a> = dyn Fn(Option<&Value>) -> Option<Value> + Send + Sync + 'a;
+
 #[async_trait]
 pub trait Backend: Send + Sync {
     async fn get(&self, kind: Kind, key: &str) -> Result<Option<Value>>;
@@ -127,6 +140,29 @@ pub trait Backend: Send + Sync {
         guard: Option<(&str, &[&str])>,
         patch: &Map<String, Value>,
     ) -> Result<Merge>;
+
+    /// Atomically replaces the document with `f(current)`, inserting it under `parent` when
+    /// absent; `f` returning `None` leaves everything unchanged. `f` may be called more than once
+    /// (optimistic retries), so it must be pure. A replaced document keeps its place and parent.
+    async fn update(&self, kind: Kind, key: &str, parent: &str, f: &UpdateFn<'_>)
+        -> Result<Update>;
+
+    /// Atomically inserts `doc` under `(kind, key)` and `parent` unless the key exists or a
+    /// document of the same kind and parent has a top-level string `field` whose value is in
+    /// `blocking`; returns whether it inserted.
+    async fn insert_unless_sibling(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        doc: &Value,
+        field: &str,
+        blocking: &[&str],
+    ) -> Result<bool>;
+
+    /// Atomically deletes the document if the guard `(field, allowed values)` holds on it (the
+    /// same guard as `merge`); returns whether it deleted.
+    async fn delete_guarded(&self, kind: Kind, key: &str, guard: (&str, &[&str])) -> Result<bool>;
 }
 
 /// Whether the guard `(field, allowed)` holds on `doc`: the field is a string in the list.

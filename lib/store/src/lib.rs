@@ -4,8 +4,10 @@
 //!
 //! Backends: `sqlite` (embedded, one WAL file) and `split` (Redis for live state: actors, workers,
 //! nonces, aliases; PostgreSQL for records: executions, logs, permissions, configs).
+//! Counters and named locks (`coordination`) live on `Kind::Meta`.
 
 mod backend;
+mod coordination;
 mod postgres;
 mod redis_backend;
 mod split;
@@ -23,7 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-pub use backend::{Kind, Merge, Page};
+pub use backend::{Kind, Merge, Page, Update, UpdateFn};
 
 /// Errors of the store. `Unavailable` means the backend could not be reached: callers may retry.
 #[derive(Debug, thiserror::Error)]
@@ -176,6 +178,28 @@ impl Store {
                 &key,
                 worker.actor_id.as_str(),
                 &to_doc(worker)?,
+            )
+            .await
+    }
+
+    /// Inserts the worker record unless its actor already has a viable worker (one whose status
+    /// is not ERROR, SHUTDOWN_REQUESTED or SHUTTING_DOWN) or the record exists, atomically;
+    /// returns whether it inserted.
+    pub async fn insert_worker_unless_viable(&self, worker: &Worker) -> Result<bool> {
+        let key = Self::worker_key(&worker.actor_id, &worker.id);
+        let viable: Vec<&str> = WorkerStatus::ALL
+            .iter()
+            .filter(|s| s.is_viable())
+            .map(|s| s.as_str())
+            .collect();
+        self.0
+            .insert_unless_sibling(
+                Kind::Workers,
+                &key,
+                worker.actor_id.as_str(),
+                &to_doc(worker)?,
+                "status",
+                &viable,
             )
             .await
     }
@@ -382,9 +406,18 @@ impl Store {
         page: Page,
     ) -> Result<Vec<T>> {
         let docs = self.0.list(kind, parent, page).await?;
-        docs.into_iter()
-            .map(|(key, doc)| from_doc(kind, &key, doc))
-            .collect()
+        // One unreadable record must not hide every other one from listings (and from the
+        // health agent and autoscaler, which list everything).
+        Ok(docs
+            .into_iter()
+            .filter_map(|(key, doc)| match from_doc(kind, &key, doc) {
+                Ok(v) => Some(v),
+                Err(err) => {
+                    tracing::warn!(cause = %err, "skipping unreadable record");
+                    None
+                }
+            })
+            .collect())
     }
 }
 

@@ -6,6 +6,11 @@
 //! insert and kept on replace, so listings follow insertion order. The schema is created at
 //! connect under a transaction-scoped advisory lock, so several processes may start at once.
 //! JSONB cannot hold the character U+0000: it is stored as U+FFFD (container logs may carry it).
+//!
+//! `update` locks the row (`SELECT ... FOR UPDATE`) for the read-modify-write; when the row is
+//! absent it inserts with `ON CONFLICT DO NOTHING` and starts over if another writer got there
+//! first. `insert_unless_sibling` serialises on a transaction-scoped advisory lock per
+//! `(kind, parent)` around its check and insert.
 
 use std::borrow::Cow;
 use std::time::Duration;
@@ -16,7 +21,7 @@ use serde_json::{Map, Value};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
-use crate::backend::{Backend, Kind, Merge, Page};
+use crate::backend::{Backend, Kind, Merge, Page, Update, UpdateFn};
 use crate::split::redact;
 use crate::{Result, StoreError};
 
@@ -136,6 +141,10 @@ fn storable(doc: &Value) -> Cow<'_, Value> {
         Cow::Borrowed(doc)
     }
 }
+
+/// How often an update starts over after losing the race to insert an absent document. Each loss
+/// means the document now exists, so the next attempt normally locks it.
+const UPDATE_ATTEMPTS: usize = 100;
 
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -348,5 +357,143 @@ impl Backend for Postgres {
                 row.try_get(0).map_err(|e| failure("merge", e))?,
             )),
         }
+    }
+
+    async fn update(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        f: &UpdateFn<'_>,
+    ) -> Result<Update> {
+        let fail = |e| failure("update", e);
+        let mut client = self.client().await?;
+        for _ in 0..UPDATE_ATTEMPTS {
+            let tx = client.transaction().await.map_err(fail)?;
+            let select = tx
+                .prepare_cached(
+                    "SELECT doc FROM abaco_docs WHERE kind = $1 AND key = $2 FOR UPDATE",
+                )
+                .await
+                .map_err(fail)?;
+            let current: Option<Value> = tx
+                .query_opt(&select, &[&kind.name(), &key])
+                .await
+                .map_err(fail)?
+                .map(|row| row.try_get(0))
+                .transpose()
+                .map_err(fail)?;
+            let Some(next) = f(current.as_ref()) else {
+                tx.rollback().await.map_err(fail)?;
+                return Ok(Update::Unchanged(current));
+            };
+            let next = storable(&next);
+            let written = if current.is_some() {
+                let statement = tx
+                    .prepare_cached(
+                        "UPDATE abaco_docs SET doc = $3 WHERE kind = $1 AND key = $2 RETURNING doc",
+                    )
+                    .await
+                    .map_err(fail)?;
+                tx.query_opt(&statement, &[&kind.name(), &key, next.as_ref()])
+                    .await
+            } else {
+                let statement = tx
+                    .prepare_cached(
+                        "INSERT INTO abaco_docs (kind, key, parent, doc) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (kind, key) DO NOTHING RETURNING doc",
+                    )
+                    .await
+                    .map_err(fail)?;
+                tx.query_opt(&statement, &[&kind.name(), &key, &parent, next.as_ref()])
+                    .await
+            }
+            .map_err(fail)?;
+            match written {
+                Some(row) => {
+                    let doc: Value = row.try_get(0).map_err(fail)?;
+                    tx.commit().await.map_err(fail)?;
+                    return Ok(Update::Written(doc));
+                }
+                // Inserted concurrently (the locked row cannot vanish): start over.
+                None => tx.rollback().await.map_err(fail)?,
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "PostgreSQL update on {} {key}: gave up after {UPDATE_ATTEMPTS} concurrent inserts",
+            kind.name()
+        )))
+    }
+
+    async fn insert_unless_sibling(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        doc: &Value,
+        field: &str,
+        blocking: &[&str],
+    ) -> Result<bool> {
+        let fail = |e| failure("insert unless sibling", e);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(fail)?;
+        let lock = tx
+            .prepare_cached("SELECT pg_advisory_xact_lock(hashtext($1::text || $2::text))")
+            .await
+            .map_err(fail)?;
+        tx.execute(&lock, &[&kind.name(), &parent])
+            .await
+            .map_err(fail)?;
+        let check = tx
+            .prepare_cached(
+                "SELECT 1 FROM abaco_docs
+                 WHERE kind = $1 AND parent = $2
+                   AND jsonb_typeof(doc -> ($3::text)) = 'string'
+                   AND doc ->> ($3::text) = ANY ($4::text[])
+                 LIMIT 1",
+            )
+            .await
+            .map_err(fail)?;
+        let blocked = tx
+            .query_opt(&check, &[&kind.name(), &parent, &field, &blocking])
+            .await
+            .map_err(fail)?;
+        if blocked.is_some() {
+            tx.rollback().await.map_err(fail)?;
+            return Ok(false);
+        }
+        let insert = tx
+            .prepare_cached(
+                "INSERT INTO abaco_docs (kind, key, parent, doc) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (kind, key) DO NOTHING",
+            )
+            .await
+            .map_err(fail)?;
+        let doc = storable(doc);
+        let n = tx
+            .execute(&insert, &[&kind.name(), &key, &parent, doc.as_ref()])
+            .await
+            .map_err(fail)?;
+        tx.commit().await.map_err(fail)?;
+        Ok(n == 1)
+    }
+
+    async fn delete_guarded(&self, kind: Kind, key: &str, guard: (&str, &[&str])) -> Result<bool> {
+        let (field, allowed) = guard;
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "DELETE FROM abaco_docs
+                 WHERE kind = $1 AND key = $2
+                   AND jsonb_typeof(doc -> ($3::text)) = 'string'
+                   AND doc ->> ($3::text) = ANY ($4::text[])",
+            )
+            .await
+            .map_err(|e| failure("guarded delete", e))?;
+        let n = client
+            .execute(&statement, &[&kind.name(), &key, &field, &allowed])
+            .await
+            .map_err(|e| failure("guarded delete", e))?;
+        Ok(n > 0)
     }
 }

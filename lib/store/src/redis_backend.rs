@@ -8,7 +8,11 @@
 //! touch several of these run as Lua scripts, so they are atomic. `merge` reads, applies the patch
 //! in Rust and writes back with a compare-and-set script, retrying when another writer got there
 //! first: re-encoding the document inside Lua (cjson) would turn `[]` into `{}` and round large
-//! integers. The keys `idx`, `seq`, `parents` and `idx:*` are reserved.
+//! integers. `update` works the same way, inserting an absent document with the PUT script's
+//! only-if-absent flag. The scripts that must look inside documents (`insert_unless_sibling`,
+//! `delete_guarded`) decode them with cjson only to read one field, never to write one, and are
+//! the PUT and DELETE scripts with a check in front. The keys `idx`, `seq`, `parents` and `idx:*`
+//! are reserved.
 
 use std::time::Duration;
 
@@ -17,7 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{RedisError, Script};
 use serde_json::{Map, Value};
 
-use crate::backend::{apply_patch, guard_holds, Backend, Kind, Merge, Page};
+use crate::backend::{apply_patch, guard_holds, Backend, Kind, Merge, Page, Update, UpdateFn};
 use crate::split::redact;
 use crate::{Result, StoreError};
 
@@ -32,6 +36,8 @@ struct Scripts {
     delete: Script,
     delete_children: Script,
     compare_and_set: Script,
+    insert_unless_sibling: Script,
+    delete_guarded: Script,
 }
 
 /// KEYS: doc, global index, parents hash, seq counter, parent index.
@@ -81,6 +87,36 @@ redis.call('SET', KEYS[1], ARGV[2])
 return {'set'}
 ";
 
+/// Whether the top-level field ARGV[i0] of the JSON `text` is a string among ARGV[i0 + 1..]
+/// (an undecodable document has no fields). Only reads: re-encoding would alter documents.
+const FIELD_IN: &str = r"
+local function field_in(text, i0)
+  local ok, doc = pcall(cjson.decode, text)
+  if not ok or type(doc) ~= 'table' then return false end
+  local value = doc[ARGV[i0]]
+  if type(value) ~= 'string' then return false end
+  for i = i0 + 1, #ARGV do
+    if value == ARGV[i] then return true end
+  end
+  return false
+end
+";
+
+/// Prefix of the PUT script for `insert_unless_sibling` (ARGV[5] must be '1').
+/// ARGV (after PUT's): document key prefix, field, blocking values.
+const SIBLING_CHECK: &str = r"
+for _, sibling in ipairs(redis.call('ZRANGE', KEYS[5], 0, -1)) do
+  local sibling_text = redis.call('GET', ARGV[6] .. sibling)
+  if sibling_text and field_in(sibling_text, 7) then return 0 end
+end
+";
+
+/// Prefix of the DELETE script for `delete_guarded`. ARGV (after DELETE's): field, allowed values.
+const DELETE_GUARD: &str = r"
+local guarded_text = redis.call('GET', KEYS[1])
+if not guarded_text or not field_in(guarded_text, 3) then return 0 end
+";
+
 /// How often a merge re-reads after losing a compare-and-set before giving up. Each loss means
 /// another writer succeeded, so only sustained contention on one document gets near it.
 const MERGE_ATTEMPTS: usize = 1000;
@@ -107,6 +143,8 @@ impl Redis {
                 delete: Script::new(DELETE),
                 delete_children: Script::new(DELETE_CHILDREN),
                 compare_and_set: Script::new(COMPARE_AND_SET),
+                insert_unless_sibling: Script::new(&format!("{FIELD_IN}{SIBLING_CHECK}{PUT}")),
+                delete_guarded: Script::new(&format!("{FIELD_IN}{DELETE_GUARD}{DELETE}")),
             },
         })
     }
@@ -142,6 +180,19 @@ impl Redis {
             .map_err(|e| failure("put", kind, e))?;
         Ok(written == 1)
     }
+}
+
+/// The raw JSON of a document, for a compare-and-set.
+async fn read_text(
+    conn: &mut ConnectionManager,
+    kind: Kind,
+    redis_key: &str,
+) -> Result<Option<String>> {
+    redis::cmd("GET")
+        .arg(redis_key)
+        .query_async(conn)
+        .await
+        .map_err(|e| failure("update", kind, e))
 }
 
 fn doc_key(kind: Kind, key: &str) -> Result<String> {
@@ -351,5 +402,108 @@ impl Backend for Redis {
             "Redis merge on {} {key}: gave up after {MERGE_ATTEMPTS} concurrent updates",
             kind.name()
         )))
+    }
+
+    async fn update(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        f: &UpdateFn<'_>,
+    ) -> Result<Update> {
+        let redis_key = doc_key(kind, key)?;
+        let mut conn = self.conn();
+        let mut current = read_text(&mut conn, kind, &redis_key).await?;
+        for _ in 0..MERGE_ATTEMPTS {
+            let doc = current
+                .as_deref()
+                .map(|t| decode(kind, key, t))
+                .transpose()?;
+            let Some(next) = f(doc.as_ref()) else {
+                return Ok(Update::Unchanged(doc));
+            };
+            let Some(text) = current.take() else {
+                if self.write(kind, key, parent, &next, true).await? {
+                    return Ok(Update::Written(next));
+                }
+                // Inserted by another writer meanwhile: start over from its document.
+                current = read_text(&mut conn, kind, &redis_key).await?;
+                continue;
+            };
+            let outcome: Vec<String> = self
+                .scripts
+                .compare_and_set
+                .key(&redis_key)
+                .arg(&text)
+                .arg(encode(&next)?)
+                .invoke_async(&mut conn)
+                .await
+                .map_err(|e| failure("update", kind, e))?;
+            let mut outcome = outcome.into_iter();
+            match outcome.next().as_deref() {
+                Some("set") => return Ok(Update::Written(next)),
+                Some("changed") => current = outcome.next(),
+                // Deleted meanwhile: `current` stays `None`, so the next round inserts.
+                _ => {}
+            }
+        }
+        Err(StoreError::Backend(format!(
+            "Redis update on {} {key}: gave up after {MERGE_ATTEMPTS} concurrent updates",
+            kind.name()
+        )))
+    }
+
+    async fn insert_unless_sibling(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        doc: &Value,
+        field: &str,
+        blocking: &[&str],
+    ) -> Result<bool> {
+        let text = encode(doc)?;
+        let mut invocation = self.scripts.insert_unless_sibling.prepare_invoke();
+        invocation
+            .key(doc_key(kind, key)?)
+            .key(index_key(kind))
+            .key(parents_key(kind))
+            .key(seq_key(kind))
+            .key(parent_index_key(kind, parent))
+            .arg(key)
+            .arg(parent)
+            .arg(text)
+            .arg(parent_index_prefix(kind))
+            .arg("1")
+            .arg(doc_prefix(kind))
+            .arg(field);
+        for value in blocking {
+            invocation.arg(*value);
+        }
+        let inserted: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| failure("insert unless sibling", kind, e))?;
+        Ok(inserted == 1)
+    }
+
+    async fn delete_guarded(&self, kind: Kind, key: &str, guard: (&str, &[&str])) -> Result<bool> {
+        let (field, allowed) = guard;
+        let mut invocation = self.scripts.delete_guarded.prepare_invoke();
+        invocation
+            .key(doc_key(kind, key)?)
+            .key(index_key(kind))
+            .key(parents_key(kind))
+            .arg(key)
+            .arg(parent_index_prefix(kind))
+            .arg(field);
+        for value in allowed {
+            invocation.arg(*value);
+        }
+        let n: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(|e| failure("guarded delete", kind, e))?;
+        Ok(n > 0)
     }
 }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 
-use crate::backend::{Backend, Kind, Merge, Page};
+use crate::backend::{Backend, Kind, Merge, Page, Update, UpdateFn};
 use crate::postgres::Postgres;
 use crate::redis_backend::Redis;
 use crate::Result;
@@ -92,5 +92,33 @@ impl Backend for Split {
         patch: &Map<String, Value>,
     ) -> Result<Merge> {
         self.route(kind).merge(kind, key, guard, patch).await
+    }
+
+    async fn update(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        f: &UpdateFn<'_>,
+    ) -> Result<Update> {
+        self.route(kind).update(kind, key, parent, f).await
+    }
+
+    async fn insert_unless_sibling(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        doc: &Value,
+        field: &str,
+        blocking: &[&str],
+    ) -> Result<bool> {
+        self.route(kind)
+            .insert_unless_sibling(kind, key, parent, doc, field, blocking)
+            .await
+    }
+
+    async fn delete_guarded(&self, kind: Kind, key: &str, guard: (&str, &[&str])) -> Result<bool> {
+        self.route(kind).delete_guarded(kind, key, guard).await
     }
 }

@@ -5,6 +5,9 @@
 //!
 //! One connection behind a mutex; every call runs on tokio's blocking pool. `seq` orders listings:
 //! it comes from a counter (loaded from `MAX(seq)` at open) on first insert and is kept on replace.
+//! `update` runs its function on the caller's task (it borrows, so it cannot move to the blocking
+//! pool): the blocking side opens the transaction, sends the current document over a channel and
+//! waits for the answer, so the read, the function and the write share one transaction.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -13,7 +16,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde_json::{Map, Value};
 
-use crate::backend::{apply_patch, guard_holds, Backend, Kind, Merge, Page};
+use crate::backend::{apply_patch, guard_holds, Backend, Kind, Merge, Page, Update, UpdateFn};
 use crate::{Result, StoreError};
 
 /// The embedded SQLite backend. Cheap to share: all state sits behind one `Arc`.
@@ -104,6 +107,50 @@ impl Sqlite {
             ))),
         }
     }
+}
+
+/// The current document of a key, read inside a transaction.
+fn read_doc(
+    tx: &rusqlite::Transaction<'_>,
+    kind: Kind,
+    key: &str,
+) -> std::result::Result<Option<Value>, Failure> {
+    let text: Option<String> = tx
+        .prepare_cached("SELECT doc FROM docs WHERE kind = ?1 AND key = ?2")?
+        .query_row(params![kind.name(), key], |row| row.get(0))
+        .optional()?;
+    text.map(|t| parse(kind, key, &t)).transpose()
+}
+
+/// Inserts a new document inside a transaction, drawing the next `seq` (committed by the caller
+/// into `Inner::seq` only once the transaction commits).
+fn insert_doc(
+    tx: &rusqlite::Transaction<'_>,
+    seq: i64,
+    kind: Kind,
+    key: &str,
+    parent: &str,
+    text: &str,
+) -> std::result::Result<bool, Failure> {
+    let n = tx
+        .prepare_cached(
+            "INSERT INTO docs (kind, key, parent, seq, doc) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (kind, key) DO NOTHING",
+        )?
+        .execute(params![kind.name(), key, parent, seq, text])?;
+    Ok(n == 1)
+}
+
+fn to_text(doc: &Value) -> std::result::Result<String, Failure> {
+    serde_json::to_string(doc).map_err(|e| Failure::Other(format!("serialize: {e}")))
+}
+
+fn owned_values(values: &[&str]) -> Vec<String> {
+    values.iter().map(|s| s.to_string()).collect()
+}
+
+fn borrowed(values: &[String]) -> Vec<&str> {
+    values.iter().map(String::as_str).collect()
 }
 
 /// What can go wrong inside a blocking call.
@@ -317,6 +364,120 @@ impl Backend for Sqlite {
                 .execute(params![kind.name(), key, new_text])?;
             tx.commit()?;
             Ok(Merge::Applied(doc))
+        })
+        .await
+    }
+
+    async fn update(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        f: &UpdateFn<'_>,
+    ) -> Result<Update> {
+        let (key, parent) = (key.to_string(), parent.to_string());
+        let (current_tx, current_rx) = tokio::sync::oneshot::channel::<Option<Value>>();
+        let (next_tx, next_rx) = tokio::sync::oneshot::channel::<Option<Value>>();
+        let transaction = self.run("update", move |inner| {
+            let seq = inner.seq + 1;
+            let tx = inner
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current = read_doc(&tx, kind, &key)?;
+            current_tx
+                .send(current.clone())
+                .map_err(|_| Failure::Other("the caller went away".into()))?;
+            // Dropping the transaction on any early return rolls it back.
+            let next = next_rx
+                .blocking_recv()
+                .map_err(|_| Failure::Other("the caller went away".into()))?;
+            let Some(next) = next else {
+                return Ok(Update::Unchanged(current));
+            };
+            let text = to_text(&next)?;
+            let inserted = current.is_none();
+            if inserted {
+                if !insert_doc(&tx, seq, kind, &key, &parent, &text)? {
+                    return Err(Failure::Other(
+                        "the row appeared inside the transaction".into(),
+                    ));
+                }
+            } else {
+                tx.prepare_cached("UPDATE docs SET doc = ?3 WHERE kind = ?1 AND key = ?2")?
+                    .execute(params![kind.name(), key, text])?;
+            }
+            tx.commit()?;
+            if inserted {
+                inner.seq = seq;
+            }
+            Ok(Update::Written(next))
+        });
+        let apply = async move {
+            // An error before the read drops the sender; `run` then reports it.
+            if let Ok(current) = current_rx.await {
+                let _ = next_tx.send(f(current.as_ref()));
+            }
+        };
+        let (outcome, ()) = tokio::join!(transaction, apply);
+        outcome
+    }
+
+    async fn insert_unless_sibling(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        doc: &Value,
+        field: &str,
+        blocking: &[&str],
+    ) -> Result<bool> {
+        let (key, parent, text) = (key.to_string(), parent.to_string(), encode(doc)?);
+        let (field, blocking) = (field.to_string(), owned_values(blocking));
+        self.run("insert unless sibling", move |inner| {
+            let seq = inner.seq + 1;
+            let tx = inner
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let siblings: Vec<(String, String)> = tx
+                .prepare_cached("SELECT key, doc FROM docs WHERE kind = ?1 AND parent = ?2")?
+                .query_map(params![kind.name(), parent], |row| {
+                    Ok((row.get(0)?, row.get(1)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let blocking = borrowed(&blocking);
+            for (sibling, sibling_text) in &siblings {
+                let sibling_doc = parse(kind, sibling, sibling_text)?;
+                if guard_holds(&sibling_doc, Some((&field, &blocking))) {
+                    return Ok(false);
+                }
+            }
+            if !insert_doc(&tx, seq, kind, &key, &parent, &text)? {
+                return Ok(false);
+            }
+            tx.commit()?;
+            inner.seq = seq;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn delete_guarded(&self, kind: Kind, key: &str, guard: (&str, &[&str])) -> Result<bool> {
+        let key = key.to_string();
+        let (field, allowed) = (guard.0.to_string(), owned_values(guard.1));
+        self.run("guarded delete", move |inner| {
+            let tx = inner
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let Some(doc) = read_doc(&tx, kind, &key)? else {
+                return Ok(false);
+            };
+            if !guard_holds(&doc, Some((&field, &borrowed(&allowed)))) {
+                return Ok(false);
+            }
+            tx.prepare_cached("DELETE FROM docs WHERE kind = ?1 AND key = ?2")?
+                .execute(params![kind.name(), key])?;
+            tx.commit()?;
+            Ok(true)
         })
         .await
     }

@@ -1,12 +1,14 @@
 //! The conformance suite: one `suite(store)` exercising every primitive and typed method, run
 //! against a fresh embedded store and against the real Redis + PostgreSQL servers (isolated by a
 //! unique run id, since those servers are shared). Plus reopening the embedded store, and 20
-//! concurrent guarded transitions of which exactly one may win, on both backends.
+//! concurrent guarded transitions of which exactly one may win, on both backends. The atomic
+//! primitives and the counters and locks built on them are in `tests/more.rs`.
 
 // Tests fail loudly on purpose.
 #![allow(clippy::unwrap_used)]
 
 mod harness;
+mod more;
 
 use abaco_core::time::now;
 use abaco_core::{
@@ -29,6 +31,7 @@ async fn suite(store: Store) {
     workers(&store, &run).await;
     executions(&store, &run).await;
     logs(&store, &run).await;
+    more::suite(&store).await;
 }
 
 async fn raw_primitives(store: &Store, kind: Kind, run: &str) {
