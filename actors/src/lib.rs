@@ -2,6 +2,7 @@
 //! HTTP. Handlers are thin: extract, authorize, call one operation, wrap in the envelope.
 //! Other components are reached only through the store and the channels (`abaco_control`).
 
+mod auth;
 pub mod case;
 mod identity;
 pub mod metrics;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use abaco_control::Control;
 use abaco_core::Config;
 
+pub use auth::keys::{KeyError, Keys};
 pub use identity::Identity;
 pub use reply::{ApiError, Reply};
 
@@ -31,16 +33,21 @@ pub struct Api {
     pub config: Arc<Config>,
     pub control: Control,
     pub case: case::Case,
+    pub keys: Keys,
 }
 
 impl Api {
-    pub fn new(config: Arc<Config>, control: Control) -> Api {
+    /// Loads the verification and signing keys (creating the platform's signing key on first
+    /// start) and builds the API state.
+    pub async fn new(config: Arc<Config>, control: Control) -> Result<Api, KeyError> {
+        let keys = Keys::load(&config, &control.store).await?;
         let case = case::Case::from_config(&config.web.case);
-        Api {
+        Ok(Api {
             config,
             control,
             case,
-        }
+            keys,
+        })
     }
 }
 

@@ -129,7 +129,9 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(&config.web.bind)
             .await
             .with_context(|| format!("cannot listen on {} ([web] bind)", config.web.bind))?;
-        let api = abaco_actors::Api::new(config.clone(), control.clone());
+        let api = abaco_actors::Api::new(config.clone(), control.clone())
+            .await
+            .context("cannot load the API keys")?;
         let token = shutdown.clone();
         tasks.spawn(async move {
             abaco_actors::run(api, listener, token)

@@ -145,7 +145,9 @@ impl Builder {
         let control = Control::new(store, channels);
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
-        let api = abaco_actors::Api::new(config.clone(), control.clone());
+        let api = abaco_actors::Api::new(config.clone(), control.clone())
+            .await
+            .expect("API keys load");
         let token = shutdown.clone();
         tasks.spawn(async move {
             let _ = abaco_actors::run(api, listener, token).await;

@@ -4,6 +4,7 @@
 use abaco_core::model::parse_mem_limit;
 use serde_json::{Map, Value};
 
+use crate::identity::Identity;
 use crate::params::{Param, Params};
 use crate::reply::ApiError;
 use crate::Api;
@@ -221,6 +222,33 @@ impl ActorInput {
             }
         }
         Ok(())
+    }
+}
+
+impl ActorInput {
+    /// Spec §2.7: only admins and privileged users may set these fields. Checked on the actor
+    /// description only — never inside message or state bodies (unlike Abaco).
+    pub fn check_privileged(&self, who: &Identity) -> Result<(), ApiError> {
+        if who.is_privileged() {
+            return Ok(());
+        }
+        let checks = [
+            (self.privileged == Some(true), "make privileged actors"),
+            (self.max_workers.is_some(), "set max workers"),
+            (self.max_cpus.is_some(), "set max CPUs"),
+            (self.mem_limit.is_some(), "set mem limit"),
+            (
+                self.queue.as_deref().is_some_and(|q| !q.is_empty()),
+                "set queue",
+            ),
+            (self.use_container_uid == Some(true), "use container uid"),
+        ];
+        match checks.iter().find(|(set, _)| *set) {
+            Some((_, what)) => Err(ApiError::bad(format!(
+                "Not authorized -- only admins and privileged users can {what}."
+            ))),
+            None => Ok(()),
+        }
     }
 }
 

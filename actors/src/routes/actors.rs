@@ -8,11 +8,12 @@ use serde_json::{Map, Value};
 use abaco_control::Start;
 use abaco_core::policy;
 use abaco_core::time::now;
-use abaco_core::{Actor, ActorId, ActorStatus, DbId, Queue, Tenant};
+use abaco_core::{Actor, ActorId, ActorStatus, DbId, PermissionLevel, Queue, Tenant};
 use abaco_store::Kind;
 
 use super::actor_params::{ActorInput, PREFIX};
 use super::{load_actor, resolve_db_id};
+use crate::auth;
 use crate::identity::Identity;
 use crate::params::Params;
 use crate::reply::{ApiError, Reply};
@@ -40,6 +41,7 @@ pub async fn register_actor(
 ) -> Result<Reply, ApiError> {
     let params = Params::parse(&headers, query.as_deref(), &body, api.case, PREFIX)?;
     let input = ActorInput::read(&api, &params)?;
+    input.check_privileged(&who)?;
     if input.max_workers.is_some() && input.stateless == Some(false) {
         return Err(ApiError::bad(format!(
             "{PREFIX}: stateful actors can only have 1 worker."
@@ -73,7 +75,7 @@ pub async fn get_actor(
     who: Identity,
     Path(actor_id): Path<String>,
 ) -> Result<Reply, ApiError> {
-    let actor = load_actor(&api, &who, &actor_id).await?;
+    let actor = load_actor(&api, &who, &actor_id, PermissionLevel::Read).await?;
     Ok(Reply::ok(
         "Actor retrieved successfully.",
         wire::actor(api.case, &actor),
@@ -88,9 +90,10 @@ pub async fn update_actor(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Reply, ApiError> {
-    let mut actor = load_actor(&api, &who, &actor_id).await?;
+    let mut actor = load_actor(&api, &who, &actor_id, PermissionLevel::Update).await?;
     let params = Params::parse(&headers, query.as_deref(), &body, api.case, PREFIX)?;
     let input = ActorInput::read(&api, &params)?;
+    input.check_privileged(&who)?;
     if !actor.stateless && input.stateless == Some(true) {
         return Err(ApiError::bad(format!(
             "{PREFIX}: an actor that was not stateless cannot be updated to be stateless."
@@ -121,6 +124,15 @@ pub async fn update_actor(
         actor.status_message = String::new();
     }
     api.control.store.put_actor(&actor).await?;
+    if who.user != actor.owner {
+        auth::grant(
+            &api,
+            actor.db_id().as_str(),
+            &who.user,
+            PermissionLevel::Update,
+        )
+        .await?;
+    }
     if new_revision {
         // The new worker replaces the old ones once it is up (`stop_existing`); old workers
         // finish their in-flight execution first.
@@ -140,13 +152,9 @@ pub async fn delete_actor(
     who: Identity,
     Path(actor_id): Path<String>,
 ) -> Result<Reply, ApiError> {
-    let db_id = resolve_db_id(&api, &who, &actor_id).await?;
+    let actor = load_actor(&api, &who, &actor_id, PermissionLevel::Update).await?;
+    let db_id = actor.db_id();
     let store = &api.control.store;
-    if store.actor(&db_id).await?.is_none() {
-        return Err(ApiError::not_found(format!(
-            "No actor found with id: {actor_id}."
-        )));
-    }
     store
         .set_actor_status(&db_id, ActorStatus::ShuttingDown, "Actor is being deleted.")
         .await?;

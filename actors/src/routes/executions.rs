@@ -11,6 +11,8 @@ use serde_json::{json, Map, Value};
 use abaco_core::{Actor, DbId, Execution, ExecutionId, ExecutionStatus, Queue, WorkerControl};
 use abaco_store::Page;
 
+use abaco_core::PermissionLevel;
+
 use super::load_actor;
 use crate::case;
 use crate::identity::Identity;
@@ -22,7 +24,7 @@ pub async fn list_executions(
     who: Identity,
     Path(actor_id): Path<String>,
 ) -> Result<Reply, ApiError> {
-    let actor = load_actor(&api, &who, &actor_id).await?;
+    let actor = load_actor(&api, &who, &actor_id, PermissionLevel::Read).await?;
     let executions = api
         .control
         .store
@@ -83,7 +85,7 @@ pub async fn get_execution(
     who: Identity,
     Path((actor_id, execution_id)): Path<(String, String)>,
 ) -> Result<Reply, ApiError> {
-    let actor = load_actor(&api, &who, &actor_id).await?;
+    let actor = load_actor(&api, &who, &actor_id, PermissionLevel::Read).await?;
     let execution = load_execution(&api, &actor, &actor_id, &execution_id).await?;
     Ok(Reply::ok(
         "Actor execution retrieved successfully.",
@@ -96,7 +98,7 @@ pub async fn get_logs(
     who: Identity,
     Path((actor_id, execution_id)): Path<(String, String)>,
 ) -> Result<Reply, ApiError> {
-    let actor = load_actor(&api, &who, &actor_id).await?;
+    let actor = load_actor(&api, &who, &actor_id, PermissionLevel::Read).await?;
     let execution = load_execution(&api, &actor, &actor_id, &execution_id).await?;
     let logs = api
         .control
@@ -116,7 +118,7 @@ pub async fn get_results(
     who: Identity,
     Path((actor_id, execution_id)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let actor = load_actor(&api, &who, &actor_id).await?;
+    let actor = load_actor(&api, &who, &actor_id, PermissionLevel::Read).await?;
     let execution = load_execution(&api, &actor, &actor_id, &execution_id).await?;
     let queue = Queue::Results(actor.db_id(), execution.id);
     let payload = match api
@@ -146,7 +148,7 @@ pub async fn force_quit_execution(
     who: Identity,
     Path((actor_id, execution_id)): Path<(String, String)>,
 ) -> Result<Reply, ApiError> {
-    let actor = load_actor(&api, &who, &actor_id).await?;
+    let actor = load_actor(&api, &who, &actor_id, PermissionLevel::Update).await?;
     let execution = load_execution(&api, &actor, &actor_id, &execution_id).await?;
     if execution.status != ExecutionStatus::Running {
         return Err(ApiError::bad(format!(

@@ -12,6 +12,8 @@ use abaco_core::messages::{ContentType, MessageBody};
 use abaco_core::time::now;
 use abaco_core::{Execution, ExecutionId, ExecutionStatus, MailboxMessage, Queue};
 
+use abaco_core::PermissionLevel;
+
 use super::load_actor;
 use crate::case;
 use crate::identity::Identity;
@@ -27,7 +29,7 @@ pub async fn count_messages(
     who: Identity,
     Path(actor_id): Path<String>,
 ) -> Result<Reply, ApiError> {
-    let actor = load_actor(&api, &who, &actor_id).await?;
+    let actor = load_actor(&api, &who, &actor_id, PermissionLevel::Read).await?;
     let n = api
         .control
         .channels
@@ -44,7 +46,7 @@ pub async fn purge_messages(
     who: Identity,
     Path(actor_id): Path<String>,
 ) -> Result<Reply, ApiError> {
-    let actor = load_actor(&api, &who, &actor_id).await?;
+    let actor = load_actor(&api, &who, &actor_id, PermissionLevel::Update).await?;
     let purged = api
         .control
         .channels
@@ -65,7 +67,7 @@ pub async fn send_message(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let actor = load_actor(&api, &who, &actor_id).await?;
+    let actor = load_actor(&api, &who, &actor_id, PermissionLevel::Execute).await?;
     let query = parse_urlencoded(query.as_deref().unwrap_or(""));
     let (content_type, message) = extract_message(&api, &headers, &query, &body)?;
     let synchronous = query

@@ -12,9 +12,10 @@ use axum::routing::get;
 use axum::Router;
 
 use abaco_core::ids::is_hashid;
-use abaco_core::{Actor, ActorId, DbId};
+use abaco_core::{Actor, ActorId, DbId, PermissionLevel};
 use abaco_store::Kind;
 
+use crate::auth;
 use crate::identity::Identity;
 use crate::reply::ApiError;
 use crate::Api;
@@ -107,12 +108,28 @@ pub async fn resolve_db_id(api: &Api, who: &Identity, identifier: &str) -> Resul
     }
 }
 
-/// The actor named in the URL, or 404 "No actor found with id: {id}.".
-pub async fn load_actor(api: &Api, who: &Identity, identifier: &str) -> Result<Actor, ApiError> {
+/// The actor named in the URL, if the caller holds `needed` on it; 404 "No actor found with id:
+/// {id}." when it does not exist (in the caller's tenant).
+pub async fn load_actor(
+    api: &Api,
+    who: &Identity,
+    identifier: &str,
+    needed: PermissionLevel,
+) -> Result<Actor, ApiError> {
     let db_id = resolve_db_id(api, who, identifier).await?;
-    api.control
+    let actor = api
+        .control
         .store
         .actor(&db_id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("No actor found with id: {identifier}.")))
+        .ok_or_else(|| ApiError::not_found(format!("No actor found with id: {identifier}.")))?;
+    auth::require(
+        api,
+        who,
+        db_id.as_str(),
+        needed,
+        "Not authorized -- you do not have access to this actor.",
+    )
+    .await?;
+    Ok(actor)
 }

@@ -5,6 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use serde_json::{json, Value};
 
+use abaco_core::PermissionLevel;
+
 use super::load_actor;
 use crate::identity::Identity;
 use crate::params::content_type;
@@ -16,7 +18,7 @@ pub async fn get_state(
     who: Identity,
     Path(actor_id): Path<String>,
 ) -> Result<Reply, ApiError> {
-    let actor = load_actor(&api, &who, &actor_id).await?;
+    let actor = load_actor(&api, &who, &actor_id, PermissionLevel::Read).await?;
     Ok(Reply::ok(
         "Actor state retrieved successfully.",
         json!({"state": actor.state}),
@@ -30,7 +32,7 @@ pub async fn set_state(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Reply, ApiError> {
-    let mut actor = load_actor(&api, &who, &actor_id).await?;
+    let mut actor = load_actor(&api, &who, &actor_id, PermissionLevel::Update).await?;
     if actor.stateless {
         return Err(ApiError::not_found("actor is stateless."));
     }

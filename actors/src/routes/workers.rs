@@ -8,6 +8,8 @@ use serde_json::Value;
 use abaco_control::Start;
 use abaco_core::WorkerId;
 
+use abaco_core::PermissionLevel;
+
 use super::load_actor;
 use crate::identity::Identity;
 use crate::params::{Param, Params};
@@ -24,7 +26,7 @@ pub async fn list_workers(
     who: Identity,
     Path(actor_id): Path<String>,
 ) -> Result<Reply, ApiError> {
-    let actor = load_actor(&api, &who, &actor_id).await?;
+    let actor = load_actor(&api, &who, &actor_id, PermissionLevel::Read).await?;
     let workers = api.control.store.workers_of(&actor.db_id()).await?;
     Ok(Reply::ok(
         "Workers retrieved successfully.",
@@ -40,7 +42,12 @@ pub async fn add_workers(
     RawQuery(query): RawQuery,
     body: Bytes,
 ) -> Result<Reply, ApiError> {
-    let actor = load_actor(&api, &who, &actor_id).await?;
+    let actor = load_actor(&api, &who, &actor_id, PermissionLevel::Read).await?;
+    if !who.is_admin() {
+        return Err(ApiError::bad(
+            "Not authorized -- only admins are authorized to update workers.",
+        ));
+    }
     let params = Params::parse(&headers, query.as_deref(), &body, api.case, "Invalid POST")?;
     let num = params
         .int(&NUM, "Invalid POST")?
@@ -92,7 +99,7 @@ pub async fn get_worker(
     who: Identity,
     Path((actor_id, worker_id)): Path<(String, String)>,
 ) -> Result<Reply, ApiError> {
-    let actor = load_actor(&api, &who, &actor_id).await?;
+    let actor = load_actor(&api, &who, &actor_id, PermissionLevel::Read).await?;
     let worker = api
         .control
         .store
@@ -110,7 +117,7 @@ pub async fn delete_worker(
     who: Identity,
     Path((actor_id, worker_id)): Path<(String, String)>,
 ) -> Result<Reply, ApiError> {
-    let actor = load_actor(&api, &who, &actor_id).await?;
+    let actor = load_actor(&api, &who, &actor_id, PermissionLevel::Update).await?;
     let worker_id = WorkerId::from(worker_id.as_str());
     if api
         .control

@@ -146,6 +146,14 @@ pub struct WebConfig {
     pub allow_insecure_bind: bool,
     /// `none` or `jwt`. Default `none`.
     pub access_control: String,
+    /// Tenants accepted in `jwt` mode (comma-separated). Default: `tenant_name` only.
+    pub tenants: Vec<String>,
+    /// Accept `?x-nonce=` authentication. Default true.
+    pub accept_nonce: bool,
+    /// Key for secret configs (base64 of 32 bytes, or a Fernet key). Default: secrets refused.
+    pub encryption_key: Option<String>,
+    /// Lifetime of access tokens issued by the platform's token endpoint, seconds. Default 900.
+    pub token_ttl: i64,
     /// Tenant when `access_control = none` and no `tenant` header is sent. Default `DEV-DEVELOP`.
     pub tenant_name: String,
     /// Base URL put in `_links` and `_abaco_api_server`. Default `http://{bind}`.
@@ -246,6 +254,11 @@ const TENANT_SUFFIXES: &[&str] = &[
     "_actor_gid",
     "_actor_homedir",
     "_use_tas_uid",
+    "_apim_public_key",
+    "_admin_role",
+    "_privileged_role",
+    "_limited_role",
+    "_user_role",
 ];
 
 const KNOWN: &[(&str, &[&str])] = &[
@@ -317,6 +330,12 @@ const KNOWN: &[(&str, &[&str])] = &[
             "accept_nonce",
             "encryption_key",
             "apim_public_key",
+            "jwks_file",
+            "tenants",
+            "token_ttl",
+            "admin_role",
+            "privileged_role",
+            "limited_role",
             "user_role",
             "show_traceback",
             "all_queues",
@@ -510,7 +529,21 @@ impl Config {
                 api_server: r.ini.get("web", "api_server"),
                 bind,
                 allow_insecure_bind: r.boolean("web", "allow_insecure_bind", false)?,
-                access_control: r.one_of("web", "access_control", "none", &["none"])?,
+                access_control: r.one_of("web", "access_control", "none", &["none", "jwt"])?,
+                tenants: {
+                    let default = r.string("web", "tenant_name", "DEV-DEVELOP");
+                    r.string("web", "tenants", &default)
+                        .split(',')
+                        .map(|t| t.trim().to_ascii_uppercase())
+                        .filter(|t| !t.is_empty())
+                        .collect()
+                },
+                accept_nonce: r.boolean("web", "accept_nonce", true)?,
+                encryption_key: r
+                    .ini
+                    .get("web", "encryption_key")
+                    .filter(|k| !k.trim().is_empty()),
+                token_ttl: r.parse("web", "token_ttl", 900i64)?,
                 tenant_name: r
                     .string("web", "tenant_name", "DEV-DEVELOP")
                     .to_ascii_uppercase(),

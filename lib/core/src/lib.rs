@@ -16,4 +16,4 @@ pub use config::{Config, ConfigError};
 pub use ids::{ActorId, DbId, ExecutionId, Tenant, WorkerId};
 pub use messages::{MailboxMessage, Queue, SpawnerCommand, WorkerControl};
 pub use model::{Actor, Execution, Worker};
-pub use status::{ActorStatus, ExecutionStatus, WorkerStatus};
+pub use status::{ActorStatus, ExecutionStatus, PermissionLevel, WorkerStatus};

@@ -125,3 +125,62 @@ mod tests {
         assert_eq!(ShuttingDown.allowed_predecessors(), None);
     }
 }
+
+/// Permission levels, ordered (spec §2.4): `NONE < READ < EXECUTE < UPDATE`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum PermissionLevel {
+    #[serde(rename = "NONE")]
+    None,
+    #[serde(rename = "READ")]
+    Read,
+    #[serde(rename = "EXECUTE")]
+    Execute,
+    #[serde(rename = "UPDATE")]
+    Update,
+}
+
+impl PermissionLevel {
+    pub const ALL: &'static [PermissionLevel] = &[
+        PermissionLevel::None,
+        PermissionLevel::Read,
+        PermissionLevel::Execute,
+        PermissionLevel::Update,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PermissionLevel::None => "NONE",
+            PermissionLevel::Read => "READ",
+            PermissionLevel::Execute => "EXECUTE",
+            PermissionLevel::Update => "UPDATE",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<PermissionLevel> {
+        PermissionLevel::ALL
+            .iter()
+            .copied()
+            .find(|l| l.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for PermissionLevel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The user name that grants its level to everyone (Abaco's world-readable marker).
+pub const WORLD: &str = "ABACO_WORLD";
+
+#[cfg(test)]
+mod permission_tests {
+    use super::PermissionLevel::*;
+
+    #[test]
+    fn levels_are_ordered() {
+        assert!(None < Read && Read < Execute && Execute < Update);
+        assert_eq!(super::PermissionLevel::parse("EXECUTE"), Some(Execute));
+        assert_eq!(super::PermissionLevel::parse("execute"), Option::None);
+    }
+}
