@@ -162,12 +162,22 @@ async fn remove_orphan_containers(ctx: &HealthContext, live: &HashSet<WorkerId>)
         if live.contains(&WorkerId::from(worker_id.as_str())) {
             continue;
         }
+        // The list of live workers was read at the start of the pass: a worker started since
+        // (a scale-up) owns containers too. Re-check its record right before removing anything.
+        let Some(actor) = c.labels.get(abaco_worker::LABEL_ACTOR) else {
+            continue;
+        };
+        match ctx
+            .control
+            .store
+            .worker(&DbId::from(actor.as_str()), &WorkerId::from(worker_id.as_str()))
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(_)) | Err(_) => continue,
+        }
         if ctx.runtime.remove(&c.id, true).await.is_ok() {
-            let actor = c
-                .labels
-                .get(abaco_worker::LABEL_ACTOR)
-                .map(|a| DbId::from(a.as_str()));
-            tracing::warn!(container = %c.id, worker_id = %worker_id, actor_id = ?actor, "health removed orphaned container");
+            tracing::warn!(container = %c.id, worker_id = %worker_id, actor_id = %actor, "health removed orphaned container");
             removed += 1;
         }
     }

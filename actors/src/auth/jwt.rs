@@ -70,7 +70,7 @@ pub fn identify(api: &Api, parts: &Parts) -> Result<Option<Identity>, ApiError> 
                 None => api.config.web.tenant_name.clone(),
             };
             check_tenant_name(&tenant)?;
-            if !api.config.web.tenants.iter().any(|t| *t == tenant) {
+            if !api.config.web.tenants.contains(&tenant) {
                 return Err(ApiError::Unauthorized(format!(
                     "Tenant {tenant} is not configured on this server ([web] tenants)."
                 )));

@@ -29,6 +29,7 @@ pub fn routes(max_message: u64) -> Router<Api> {
         .unwrap_or(usize::MAX)
         .max(OTHER_BODY_LIMIT);
     Router::new()
+        .route("/metrics", get(crate::metrics::get_metrics))
         .route(
             "/actors",
             get(actors::list_actors).post(actors::register_actor),
