@@ -2,6 +2,7 @@
 # Builds the test actor images locally (no registry is reachable here):
 #   abaco-test/busybox:latest  docker import of a busybox-static root filesystem (busybox/)
 #   abaco-test/echo:latest     FROM busybox: prints MSG and the _abaco variables (echo/)
+#   abaco-test/caller:latest   FROM busybox: calls the API with its access token (caller/)
 #   abaco-test/sleep:latest    FROM busybox: sleeps ${SLEEP:-30} seconds (sleep/)
 #   abaco-test/actor:latest    FROM scratch: static std-only Rust test actor /actor (testactor/)
 # Idempotent: an image that exists is kept unless --force is given; an image whose base was
@@ -96,7 +97,7 @@ build_busybox() {
   for applet in $("$rootfs/bin/busybox" --list); do
     [ "$applet" = busybox ] || ln -s busybox "$rootfs/bin/$applet"
   done
-  for applet in sh echo cat env sleep printf ls wc head dd nc; do
+  for applet in sh echo cat env sleep printf ls wc head dd nc wget; do
     [ -e "$rootfs/bin/$applet" ] || die "busybox at $busybox lacks the applet $applet"
   done
   ln -s bin "$rootfs/sbin"
@@ -165,7 +166,7 @@ else
   log "abaco-test/busybox:latest exists (use --force to rebuild)"
 fi
 
-for name in echo sleep; do
+for name in echo sleep caller; do
   if [ "$force" = 1 ] || [ "$rebuilt_base" = 1 ] || ! exists "abaco-test/$name:latest"; then
     build_dockerfile "$name"
   else
@@ -179,7 +180,7 @@ else
   log "abaco-test/actor:latest exists (use --force to rebuild)"
 fi
 
-for image in busybox echo sleep actor; do
+for image in busybox echo sleep caller actor; do
   exists "abaco-test/$image:latest" || die "abaco-test/$image:latest is missing after the build"
 done
-log "test images ready: abaco-test/busybox:latest abaco-test/echo:latest abaco-test/sleep:latest abaco-test/actor:latest"
+log "test images ready: abaco-test/busybox, echo, sleep, caller, actor (all :latest)"

@@ -97,7 +97,7 @@ impl FromRequestParts<Api> for Identity {
             check_tenant_name(&tenant)?;
             return Identity::new(api, Tenant(tenant), "anonymous".into(), vec!["ALL".into()]);
         }
-        if let Some(identity) = auth::jwt::identify(api, parts)? {
+        if let Some(identity) = auth::jwt::identify(api, parts).await? {
             return Ok(identity);
         }
         let nonce = parts.uri.query().and_then(|q| {

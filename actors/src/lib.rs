@@ -9,6 +9,7 @@ pub mod metrics;
 mod params;
 mod reply;
 mod routes;
+mod search_query;
 mod wire;
 
 use std::sync::Arc;

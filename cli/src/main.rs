@@ -44,8 +44,10 @@ enum Command {
     Api,
     /// Only a spawner (and the workers it runs) for this host's queues.
     Spawner,
-    /// Only the health agent.
+    /// Only the health agent (and the autoscaler).
     Health,
+    /// Only clientg: OAuth clients and tokens for workers.
+    Clientg,
     /// Check the configuration and print the effective values.
     CheckConfig,
 }
@@ -176,6 +178,18 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
             });
         }
     }
+    if matches!(command, Command::Serve | Command::Clientg) {
+        let ctx = abaco_clientg::ClientgContext {
+            config: config.clone(),
+            control: control.clone(),
+        };
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            abaco_clientg::run(ctx, token)
+                .await
+                .context("clientg failed")
+        });
+    }
     tracing::info!(component = name(command), backend = ?config.store.backend, "abaco started");
 
     let result = tokio::select! {
@@ -198,6 +212,7 @@ fn name(command: Command) -> &'static str {
         Command::Api => "api",
         Command::Spawner => "spawner",
         Command::Health => "health",
+        Command::Clientg => "clientg",
         Command::CheckConfig => "check-config",
     }
 }

@@ -37,6 +37,7 @@ pub struct Report {
     pub idle_workers_stopped: usize,
     pub workers_requested: usize,
     pub orphan_containers_removed: usize,
+    pub clients_removed: usize,
 }
 
 pub async fn run(ctx: HealthContext, shutdown: CancellationToken) {
@@ -113,6 +114,7 @@ pub async fn pass(ctx: &HealthContext) -> Result<Report, abaco_control::ControlE
         }
     }
     report.workers_requested = ensure_workers_for_queued_messages(ctx).await?;
+    report.clients_removed = remove_orphan_clients(ctx).await;
     report.orphan_containers_removed = remove_orphan_containers(ctx, &live).await;
     Ok(report)
 }
@@ -127,6 +129,11 @@ async fn ensure_workers_for_queued_messages(
         if matches!(actor.status, ActorStatus::Error | ActorStatus::ShuttingDown) {
             continue;
         }
+        // Only actors without a worker need a look at their mailbox.
+        let workers = ctx.control.store.workers_of(&actor.db_id()).await?;
+        if workers.iter().any(|w| w.status.is_viable()) {
+            continue;
+        }
         let queued = ctx
             .control
             .channels
@@ -138,6 +145,28 @@ async fn ensure_workers_for_queued_messages(
         }
     }
     Ok(requested)
+}
+
+/// Deletes OAuth clients made for workers that no longer exist (a worker that died could not
+/// delete its own), which revokes their tokens.
+async fn remove_orphan_clients(ctx: &HealthContext) -> usize {
+    let store = &ctx.control.store;
+    let Ok(clients) = abaco_control::tokens::all_clients(store).await else {
+        return 0;
+    };
+    let mut removed = 0;
+    for client in clients {
+        let (Some(actor_id), Some(worker_id)) = (&client.actor_id, &client.worker_id) else {
+            continue;
+        };
+        if let Ok(None) = store.worker(actor_id, worker_id).await {
+            if let Ok(true) = abaco_control::tokens::delete_client(store, &client.client_id).await {
+                tracing::info!(client_id = %client.client_id, worker_id = %worker_id, "health removed the OAuth client of a vanished worker");
+                removed += 1;
+            }
+        }
+    }
+    removed
 }
 
 /// Removes actor containers of this host whose worker is gone.
@@ -170,7 +199,10 @@ async fn remove_orphan_containers(ctx: &HealthContext, live: &HashSet<WorkerId>)
         match ctx
             .control
             .store
-            .worker(&DbId::from(actor.as_str()), &WorkerId::from(worker_id.as_str()))
+            .worker(
+                &DbId::from(actor.as_str()),
+                &WorkerId::from(worker_id.as_str()),
+            )
             .await
         {
             Ok(None) => {}

@@ -19,7 +19,7 @@ use abaco_core::time::now;
 use abaco_core::{ActorStatus, Config, DbId, Queue, SpawnerCommand, WorkerStatus};
 use abaco_runtime::Runtime;
 use abaco_store::Transition;
-use abaco_worker::WorkerContext;
+use abaco_worker::{ClientCredentials, WorkerContext};
 
 /// Errors that stop the spawner from starting at all.
 #[derive(Debug, thiserror::Error)]
@@ -167,6 +167,43 @@ async fn spawn_worker(
             return;
         }
     }
+    let credentials = if wants_client(ctx, &actor) {
+        match ctx
+            .control
+            .request_client(&actor, &wid, Duration::from_secs(30))
+            .await
+        {
+            Ok(reply) if reply.ok => Some(ClientCredentials {
+                client_id: reply.client_id,
+                client_secret: reply.client_secret,
+            }),
+            Ok(reply) => {
+                fail_setup(
+                    ctx,
+                    &db_id,
+                    &wid,
+                    &format!(
+                        "Could not obtain an OAuth client for the worker: {}",
+                        reply.message
+                    ),
+                )
+                .await;
+                return;
+            }
+            Err(err) => {
+                fail_setup(
+                    ctx,
+                    &db_id,
+                    &wid,
+                    &format!("Could not obtain an OAuth client for the worker: {err}"),
+                )
+                .await;
+                return;
+            }
+        }
+    } else {
+        None
+    };
     let _ = store
         .transition_worker(&db_id, &wid, WorkerStatus::PullingImage, Map::new())
         .await;
@@ -208,10 +245,12 @@ async fn spawn_worker(
         control: ctx.control.clone(),
         runtime: ctx.runtime.clone(),
     };
-    workers
-        .lock()
-        .await
-        .spawn(abaco_worker::run(worker_ctx, worker, shutdown.clone()));
+    workers.lock().await.spawn(abaco_worker::run(
+        worker_ctx,
+        worker,
+        credentials,
+        shutdown.clone(),
+    ));
     tracing::info!(actor_id = %db_id, worker_id = %wid, "worker READY");
     if command.stop_existing {
         if let Err(err) = ctx
@@ -226,6 +265,35 @@ async fn spawn_worker(
             tracing::warn!(actor_id = %db_id, cause = %err, "could not stop old workers");
         }
     }
+}
+
+/// Whether the actor's workers get an OAuth client (its `token` attribute, and the tenant's
+/// `[workers] {tenant}_generate_clients` / `generate_clients`).
+fn wants_client(ctx: &SpawnerContext, actor: &abaco_core::Actor) -> bool {
+    let enabled = ctx
+        .config
+        .raw
+        .get(
+            "workers",
+            &format!(
+                "{}_generate_clients",
+                actor.tenant.as_str().to_ascii_lowercase()
+            ),
+        )
+        .map(|v| v.trim().eq_ignore_ascii_case("true"))
+        .unwrap_or(ctx.config.workers.generate_clients);
+    enabled && actor.wants_token()
+}
+
+/// A worker that cannot be set up: its record goes, the actor says why.
+async fn fail_setup(ctx: &SpawnerContext, db_id: &DbId, wid: &abaco_core::WorkerId, why: &str) {
+    tracing::error!(actor_id = %db_id, worker_id = %wid, cause = why, "worker setup failed; actor in ERROR");
+    let _ = ctx.control.store.delete_worker(db_id, wid).await;
+    let _ = ctx
+        .control
+        .store
+        .set_actor_status(db_id, ActorStatus::Error, why)
+        .await;
 }
 
 /// The image is used as is when present locally; otherwise pulled once. With `repull` it is

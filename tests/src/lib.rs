@@ -171,6 +171,16 @@ impl Builder {
         };
         let token = shutdown.clone();
         tasks.spawn(abaco_health::autoscaler::run(health.clone(), token));
+        let clientg = abaco_clientg::ClientgContext {
+            config: config.clone(),
+            control: control.clone(),
+        };
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(err) = abaco_clientg::run(clientg, token).await {
+                tracing::error!(cause = %err, "test clientg failed");
+            }
+        });
         let token = shutdown.clone();
         tasks.spawn(abaco_health::run(health, token));
         Some(TestApp {

@@ -1,6 +1,8 @@
 //! The environment of an actor container (spec §5.2), built in Abaco's order: the actor's
 //! `default_environment`, then the message's fields, then the worker's own `_abaco_*` values,
-//! then `MSG`. Dicts and lists are rendered as Python reprs, as actor libraries expect.
+//! then `_actor_configs` and `MSG`. Dicts and lists are rendered as Python reprs, as actor
+//! libraries expect. Which configs an actor receives is decided here too (`names_actor`); reading
+//! and decrypting them is the caller's business.
 
 use serde_json::{Map, Value};
 
@@ -8,8 +10,15 @@ use abaco_core::messages::MessageBody;
 use abaco_core::pyrepr::env_value;
 use abaco_core::{Actor, MailboxMessage, Worker};
 
-/// Ordered `(name, value)` pairs; later entries win.
-pub fn build(actor: &Actor, worker: &Worker, message: &MailboxMessage) -> Vec<(String, String)> {
+/// Ordered `(name, value)` pairs; later entries win. `configs` is `{name: plaintext value}` of
+/// the configs naming this actor (see `names_actor`).
+pub fn build(
+    actor: &Actor,
+    worker: &Worker,
+    message: &MailboxMessage,
+    access_token: &str,
+    configs: &Map<String, Value>,
+) -> Vec<(String, String)> {
     let mut env: Map<String, Value> = Map::new();
     for (k, v) in &actor.default_environment {
         env.insert(k.clone(), v.clone());
@@ -23,7 +32,7 @@ pub fn build(actor: &Actor, worker: &Worker, message: &MailboxMessage) -> Vec<(S
     set(
         &mut env,
         "_abaco_access_token",
-        Value::String(String::new()),
+        Value::String(access_token.to_string()),
     );
     set(
         &mut env,
@@ -61,6 +70,7 @@ pub fn build(actor: &Actor, worker: &Worker, message: &MailboxMessage) -> Vec<(S
         "_abaco_Content_Type",
         Value::String(message.content_type.as_str().into()),
     );
+    set(&mut env, "_actor_configs", Value::Object(configs.clone()));
     match &message.message {
         MessageBody::Text(s) => set(&mut env, "MSG", Value::String(s.clone())),
         MessageBody::Json(v) => set(&mut env, "MSG", v.clone()),
@@ -75,6 +85,16 @@ pub fn build(actor: &Actor, worker: &Worker, message: &MailboxMessage) -> Vec<(S
             (k, value)
         })
         .collect()
+}
+
+/// Whether a config's `actors` field (comma-separated ids and aliases) names the actor: an entry,
+/// trimmed, must equal one of `names` exactly — Abaco's substring test handed `abc`'s configs
+/// to `abcd` too.
+pub fn names_actor(actors_field: &str, names: &[&str]) -> bool {
+    actors_field
+        .split(',')
+        .map(str::trim)
+        .any(|entry| !entry.is_empty() && names.contains(&entry))
 }
 
 #[cfg(test)]
@@ -141,7 +161,8 @@ mod tests {
             message: MessageBody::Json(json!({"a": true})),
             env: msg_env,
         };
-        let env: std::collections::HashMap<_, _> = build(&a, &w, &m).into_iter().collect();
+        let env: std::collections::HashMap<_, _> =
+            build(&a, &w, &m, "tok", &Map::new()).into_iter().collect();
         assert_eq!(env["key1"], "from-query");
         assert_eq!(env["key2"], "kept");
         assert_eq!(env["_abaco_actor_id"], "A1");
@@ -150,6 +171,42 @@ mod tests {
         assert_eq!(env["_abaco_actor_state"], "{'count': 1}");
         assert_eq!(env["_abaco_actor_name"], "None");
         assert_eq!(env["_abaco_Content_Type"], "application/json");
+        assert_eq!(env["_abaco_access_token"], "tok");
+        assert_eq!(env["_actor_configs"], "{}");
+    }
+
+    #[test]
+    fn configs_are_a_python_dict() {
+        let a = actor();
+        let w = Worker::requested(&a, WorkerId::from("W1"), now());
+        let m = MailboxMessage {
+            execution_id: ExecutionId::from("E1"),
+            content_type: ContentType::Str,
+            message: MessageBody::Text("hi".into()),
+            env: Map::new(),
+        };
+        let configs = json!({"db": "postgres://x", "secret": "it's"});
+        let configs = configs.as_object().cloned().unwrap_or_default();
+        let env: std::collections::HashMap<_, _> =
+            build(&a, &w, &m, "", &configs).into_iter().collect();
+        assert_eq!(
+            env["_actor_configs"],
+            r#"{'db': 'postgres://x', 'secret': "it's"}"#
+        );
+    }
+
+    #[test]
+    fn configs_name_actors_by_whole_entries() {
+        let check = |field: &str, names: &[&str], expect: bool| {
+            assert_eq!(names_actor(field, names), expect, "{field:?} {names:?}");
+        };
+        check("A1", &["A1"], true);
+        check(" A2 , A1 ", &["A1"], true);
+        check("A1B", &["A1"], false);
+        check("XA1", &["A1"], false);
+        check("myalias,other", &["A1", "myalias"], true);
+        check("", &["A1"], false);
+        check(",,", &[""], false);
     }
 
     #[test]
@@ -162,6 +219,8 @@ mod tests {
             message: MessageBody::Binary(vec![1, 2, 3]),
             env: Map::new(),
         };
-        assert!(!build(&a, &w, &m).iter().any(|(k, _)| k == "MSG"));
+        assert!(!build(&a, &w, &m, "", &Map::new())
+            .iter()
+            .any(|(k, _)| k == "MSG"));
     }
 }

@@ -1,5 +1,6 @@
 //! One execution: create and start the actor's container, supervise it (stats, streamed logs,
 //! force quit, `max_run_time`), then record logs and the final status, and remove the container.
+//! The container receives the actor's configs (`_actor_configs`), secrets decrypted here.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -9,7 +10,9 @@ use serde_json::{json, Map, Value};
 use abaco_core::model::parse_mem_limit;
 use abaco_core::time::{now, Timestamp};
 use abaco_core::{Actor, ExecutionStatus, MailboxMessage, Worker};
+use abaco_identity::SecretBox;
 use abaco_runtime::{ContainerSpec, RuntimeError, Stats};
+use abaco_store::{Kind, Page};
 
 use crate::io::ExecutionIo;
 use crate::{env, CurrentExecution, WorkerContext};
@@ -38,6 +41,7 @@ pub async fn execute(
     actor: &Actor,
     worker: &Worker,
     message: MailboxMessage,
+    access_token: &str,
     current: &CurrentExecution,
 ) -> Outcome {
     let db_id = actor.db_id();
@@ -59,7 +63,8 @@ pub async fn execute(
             .await;
         }
     };
-    let mut spec = container_spec(ctx, actor, worker, &message);
+    let configs = actor_configs(ctx, actor).await;
+    let mut spec = container_spec(ctx, actor, worker, &message, access_token, &configs);
     spec.binds.extend(io.binds());
     let results_task = io.forward_results(ctx, &db_id, &eid);
     let container = match ctx.runtime.create(&spec).await {
@@ -80,7 +85,10 @@ pub async fn execute(
             .await;
         }
     };
+    // Force quit must reach this container from the moment it may run.
+    let force_quit = current.begin();
     if let Err(err) = ctx.runtime.start(&container).await {
+        current.end();
         let _ = ctx.runtime.remove(&container, true).await;
         return fail(
             ctx,
@@ -98,7 +106,6 @@ pub async fn execute(
     let _ = store.update_execution(&db_id, &eid, patch).await;
     tracing::info!(actor_id = %db_id, execution_id = %eid, container = %container, "execution running");
 
-    let force_quit = current.begin();
     let supervision = supervise(ctx, actor, &eid, &container, &force_quit, started).await;
     current.end();
 
@@ -225,6 +232,8 @@ fn container_spec(
     actor: &Actor,
     worker: &Worker,
     message: &MailboxMessage,
+    access_token: &str,
+    configs: &Map<String, Value>,
 ) -> ContainerSpec {
     let workers = &ctx.config.workers;
     let memory = actor
@@ -256,7 +265,7 @@ fn container_spec(
     ContainerSpec {
         image: worker.image.clone().unwrap_or_else(|| actor.image.clone()),
         cmd: None,
-        env: env::build(actor, worker, message),
+        env: env::build(actor, worker, message, access_token, configs),
         labels,
         binds,
         user,
@@ -265,6 +274,78 @@ fn container_spec(
         privileged: actor.privileged && workers.allow_privileged,
         network_mode: Some(ctx.config.docker.network.clone()),
     }
+}
+
+/// `{name: value}` of the configs of the actor's tenant that name it by id or alias (spec §5.2),
+/// secrets decrypted. A config that cannot be read or decrypted is left out with a warning (that
+/// names the config, never its value), so a bad key does not stop the actor from running.
+async fn actor_configs(ctx: &WorkerContext, actor: &Actor) -> Map<String, Value> {
+    let mut out = Map::new();
+    let store = ctx.control.store.raw();
+    let tenant = actor.tenant.as_str();
+    let configs = match store.list(Kind::Configs, Some(tenant), Page::all()).await {
+        Ok(configs) => configs,
+        Err(err) => {
+            tracing::warn!(actor_id = %actor.db_id(), cause = %err, "could not read actor configs");
+            return out;
+        }
+    };
+    if configs.is_empty() {
+        return out;
+    }
+    let prefix = format!("{tenant}_");
+    let aliases = match store.list(Kind::Aliases, Some(tenant), Page::all()).await {
+        Ok(aliases) => aliases,
+        Err(err) => {
+            tracing::warn!(actor_id = %actor.db_id(), cause = %err, "could not read aliases for configs");
+            Vec::new()
+        }
+    };
+    let mut names: Vec<&str> = vec![actor.id.as_str()];
+    names.extend(aliases.iter().filter_map(|(key, doc)| {
+        let alias = key.strip_prefix(&prefix)?;
+        (doc.get("actor_id").and_then(Value::as_str) == Some(actor.id.as_str())).then_some(alias)
+    }));
+    let secrets = ctx.config.web.encryption_key.as_deref().map(SecretBox::new);
+    for (key, doc) in &configs {
+        let field = |f: &str| doc.get(f).and_then(Value::as_str);
+        let (Some(name), Some(value), Some(actors)) =
+            (field("name"), field("value"), field("actors"))
+        else {
+            tracing::warn!(config = %key, "skipping unreadable config");
+            continue;
+        };
+        if !env::names_actor(actors, &names) {
+            continue;
+        }
+        let is_secret = doc
+            .get("is_secret")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let plaintext = if is_secret {
+            match &secrets {
+                Some(Ok(secrets)) => match secrets.decrypt(value) {
+                    Ok(plain) => plain,
+                    Err(err) => {
+                        tracing::warn!(config = %key, cause = %err, "secret config not delivered: it does not decrypt");
+                        continue;
+                    }
+                },
+                Some(Err(err)) => {
+                    tracing::warn!(config = %key, cause = %err, "secret config not delivered: [web] encryption_key is invalid");
+                    continue;
+                }
+                None => {
+                    tracing::warn!(config = %key, "secret config not delivered: no [web] encryption_key");
+                    continue;
+                }
+            }
+        } else {
+            value.to_string()
+        };
+        out.insert(name.to_string(), Value::String(plaintext));
+    }
+    out
 }
 
 /// When logs expire (spec §7.10): the actor's `log_ex` capped by `log_ex_limit`, else the default.

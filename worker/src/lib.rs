@@ -64,9 +64,21 @@ pub struct WorkerContext {
 /// How often a worker records that it is alive.
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
 
+/// The OAuth client clientg made for this worker (actors with `token` on).
+#[derive(Clone, Debug)]
+pub struct ClientCredentials {
+    pub client_id: String,
+    pub client_secret: String,
+}
+
 /// Runs the worker until it is told to stop (control queue) or `shutdown` is cancelled; in both
 /// cases the in-flight execution finishes first.
-pub async fn run(ctx: WorkerContext, worker: Worker, shutdown: CancellationToken) {
+pub async fn run(
+    ctx: WorkerContext,
+    worker: Worker,
+    credentials: Option<ClientCredentials>,
+    shutdown: CancellationToken,
+) {
     let stop = shutdown.child_token();
     let force_quit = CurrentExecution::default();
     let control_task = tokio::spawn(listen_for_control(
@@ -77,7 +89,8 @@ pub async fn run(ctx: WorkerContext, worker: Worker, shutdown: CancellationToken
     ));
     let heartbeat_task = tokio::spawn(heartbeat(ctx.clone(), worker.clone(), stop.clone()));
 
-    let deleted_by_request = serve_mailbox(&ctx, &worker, &stop, &force_quit).await;
+    let deleted_by_request =
+        serve_mailbox(&ctx, &worker, credentials.as_ref(), &stop, &force_quit).await;
 
     stop.cancel();
     control_task.abort();
@@ -104,6 +117,7 @@ pub async fn run(ctx: WorkerContext, worker: Worker, shutdown: CancellationToken
 async fn serve_mailbox(
     ctx: &WorkerContext,
     worker: &Worker,
+    credentials: Option<&ClientCredentials>,
     stop: &CancellationToken,
     force_quit: &CurrentExecution,
 ) -> bool {
@@ -206,7 +220,11 @@ async fn serve_mailbox(
                 continue;
             }
         }
-        let outcome = execute::execute(ctx, &actor, worker, message, force_quit).await;
+        let token = match credentials {
+            Some(c) => access_token(ctx, worker, c).await,
+            None => String::new(),
+        };
+        let outcome = execute::execute(ctx, &actor, worker, message, &token, force_quit).await;
         if let Some(lock) = &exclusive {
             let _ = ctx.control.store.unlock(lock, worker.id.as_str()).await;
         }
@@ -229,6 +247,30 @@ async fn serve_mailbox(
             .await;
         if stop.is_cancelled() {
             return true;
+        }
+    }
+}
+
+/// A fresh access token for the next execution (empty, with a warning, if clientg is down).
+async fn access_token(ctx: &WorkerContext, worker: &Worker, c: &ClientCredentials) -> String {
+    match ctx
+        .control
+        .fresh_token(
+            &c.client_id,
+            &c.client_secret,
+            &worker.id,
+            Duration::from_secs(10),
+        )
+        .await
+    {
+        Ok(reply) if reply.ok => reply.access_token,
+        Ok(reply) => {
+            tracing::warn!(worker_id = %worker.id, cause = %reply.message, "no access token for this execution");
+            String::new()
+        }
+        Err(err) => {
+            tracing::warn!(worker_id = %worker.id, cause = %err, "no access token for this execution");
+            String::new()
         }
     }
 }

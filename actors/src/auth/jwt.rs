@@ -16,7 +16,7 @@ use crate::Api;
 const ASSERTION_PREFIX: &str = "x-jwt-assertion-";
 
 /// `Ok(None)` when the request carries no token at all.
-pub fn identify(api: &Api, parts: &Parts) -> Result<Option<Identity>, ApiError> {
+pub async fn identify(api: &Api, parts: &Parts) -> Result<Option<Identity>, ApiError> {
     let mut found: Option<(Option<String>, String, Option<String>)> = None;
     for (name, value) in parts.headers.iter() {
         if let Some(tenant) = name.as_str().strip_prefix(ASSERTION_PREFIX) {
@@ -61,6 +61,17 @@ pub fn identify(api: &Api, parts: &Parts) -> Result<Option<Identity>, ApiError> 
                 if *h != tenant {
                     return Err(invalid("the token was issued for another tenant"));
                 }
+            }
+            // Deleting a client (its worker went away) revokes its tokens at once.
+            let client_id = claims
+                .get("client_id")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| invalid("the platform token names no client"))?;
+            let client = abaco_control::tokens::client(&api.control.store, client_id)
+                .await
+                .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            if client.is_none() {
+                return Err(invalid("the token's OAuth client was revoked"));
             }
             (claims, tenant)
         }

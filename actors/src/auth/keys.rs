@@ -1,6 +1,6 @@
 //! The keys tokens are verified with: per-tenant gateway keys from the configuration
 //! (`[web] apim_public_key`, `{tenant}_apim_public_key`, `jwks_file`) and the platform's own
-//! signing key, created once and kept in the store so every process of a deployment shares it.
+//! signing key (`abaco_control::tokens`), shared by every process of a deployment.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,9 +9,7 @@ use abaco_core::Config;
 use abaco_identity::issuer::TokenIssuer;
 use abaco_identity::secrets::SecretBox;
 use abaco_identity::{PublicKey, PublicKeys};
-use abaco_store::{Kind, Store, Update};
-use base64::Engine as _;
-use serde_json::{json, Value};
+use abaco_store::Store;
 
 /// Verification keys and the platform's token issuer. Cheap to clone.
 #[derive(Clone)]
@@ -34,8 +32,6 @@ pub enum KeyError {
     #[error("the platform signing key could not be loaded or created: {0}")]
     Signing(String),
 }
-
-const SIGNING_KEY: &str = "oauth:signing_key";
 
 impl Keys {
     pub async fn load(config: &Config, store: &Store) -> Result<Keys, KeyError> {
@@ -92,7 +88,11 @@ impl Keys {
             )),
             None => None,
         };
-        let issuer = Arc::new(signing_key(store).await?);
+        let issuer = Arc::new(
+            abaco_control::tokens::signing_key(store)
+                .await
+                .map_err(|e| KeyError::Signing(e.to_string()))?,
+        );
         Ok(Keys {
             tenant_keys: Arc::new(tenant_keys),
             jwks: Arc::new(jwks),
@@ -113,41 +113,4 @@ impl Keys {
         keys.extend(self.jwks.iter().cloned());
         keys
     }
-}
-
-/// Loads the platform's RSA signing key from the store, creating it on first use (atomically, so
-/// concurrent first starts agree on one key).
-async fn signing_key(store: &Store) -> Result<TokenIssuer, KeyError> {
-    let err = |e: &dyn std::fmt::Display| KeyError::Signing(e.to_string());
-    if let Some(doc) = store
-        .raw()
-        .get(Kind::Meta, SIGNING_KEY)
-        .await
-        .map_err(|e| err(&e))?
-    {
-        return decode(&doc).ok_or_else(|| KeyError::Signing("stored key is unreadable".into()));
-    }
-    let fresh = TokenIssuer::generate().map_err(|e| err(&e))?;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(fresh.to_pkcs8());
-    let f = move |current: Option<&Value>| match current {
-        Some(_) => None,
-        None => Some(json!({ "pkcs8": encoded })),
-    };
-    let doc = match store
-        .raw()
-        .update(Kind::Meta, SIGNING_KEY, "oauth", &f)
-        .await
-        .map_err(|e| err(&e))?
-    {
-        Update::Written(v) | Update::Unchanged(Some(v)) => v,
-        Update::Unchanged(None) => return Err(KeyError::Signing("key vanished".into())),
-    };
-    decode(&doc).ok_or_else(|| KeyError::Signing("stored key is unreadable".into()))
-}
-
-fn decode(doc: &Value) -> Option<TokenIssuer> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(doc.get("pkcs8")?.as_str()?)
-        .ok()?;
-    TokenIssuer::from_pkcs8(&bytes).ok()
 }

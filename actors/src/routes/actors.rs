@@ -172,7 +172,13 @@ pub async fn delete_actor(
         .raw()
         .delete(Kind::Permissions, db_id.as_str())
         .await?;
-    store.raw().delete(Kind::Nonces, db_id.as_str()).await?;
+    // Nonces are one document each under the actor: none may outlive it. Aliases of the actor
+    // go too (with their own nonces), so a deleted actor leaves nothing resolving to it.
+    store
+        .raw()
+        .delete_children(Kind::Nonces, db_id.as_str())
+        .await?;
+    super::aliases::delete_aliases_of(&api, &actor).await?;
     store.delete_actor(&db_id).await?;
     tracing::info!(actor_id = %db_id, workers, "actor deleted");
     let message = if workers == 0 {

@@ -102,6 +102,15 @@ pub async fn send_message(
         message,
         env,
     };
+    if let (Some(limit), MessageBody::Binary(bytes)) =
+        (api.control.channels.max_payload(), &mailbox_message.message)
+    {
+        if bytes.len() > limit {
+            return Err(ApiError::bad(format!(
+                "Message exceeds max content length of: {limit} (the message broker's limit)"
+            )));
+        }
+    }
     api.control.enqueue(&execution, &mailbox_message).await?;
     // A worker that fails to be requested must not lose the accepted message: health retries.
     if let Err(err) = api.control.ensure_one_worker(&actor).await {

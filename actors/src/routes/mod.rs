@@ -2,8 +2,15 @@
 
 mod actor_params;
 mod actors;
+mod admin;
+mod aliases;
+mod configs;
 mod executions;
 mod messages;
+mod nonces;
+mod oauth;
+mod permissions;
+mod search;
 mod state;
 mod workers;
 
@@ -30,6 +37,12 @@ pub fn routes(max_message: u64) -> Router<Api> {
         .max(OTHER_BODY_LIMIT);
     Router::new()
         .route("/metrics", get(crate::metrics::get_metrics))
+        .route("/oauth2/token", axum::routing::post(oauth::token))
+        .route("/oauth2/clients", axum::routing::post(oauth::create_client))
+        .route(
+            "/oauth2/clients/{client_id}",
+            axum::routing::delete(oauth::delete_client),
+        )
         .route(
             "/actors",
             get(actors::list_actors).post(actors::register_actor),
@@ -71,6 +84,59 @@ pub fn routes(max_message: u64) -> Router<Api> {
             "/actors/{actor_id}/executions/{execution_id}/results",
             get(executions::get_results),
         )
+        .route(
+            "/actors/aliases",
+            get(aliases::list_aliases).post(aliases::create_alias),
+        )
+        .route(
+            "/actors/aliases/{alias}",
+            get(aliases::get_alias)
+                .put(aliases::update_alias)
+                .delete(aliases::delete_alias),
+        )
+        .route(
+            "/actors/aliases/{alias}/nonces",
+            get(nonces::list_alias_nonces).post(nonces::create_alias_nonce),
+        )
+        .route(
+            "/actors/aliases/{alias}/nonces/{nonce_id}",
+            get(nonces::get_alias_nonce).delete(nonces::delete_alias_nonce),
+        )
+        .route(
+            "/actors/aliases/{alias}/permissions",
+            get(permissions::get_alias_permissions).post(permissions::set_alias_permission),
+        )
+        .route(
+            "/actors/{actor_id}/nonces",
+            get(nonces::list_actor_nonces).post(nonces::create_actor_nonce),
+        )
+        .route(
+            "/actors/{actor_id}/nonces/{nonce_id}",
+            get(nonces::get_actor_nonce).delete(nonces::delete_actor_nonce),
+        )
+        .route(
+            "/actors/{actor_id}/permissions",
+            get(permissions::get_actor_permissions).post(permissions::set_actor_permission),
+        )
+        .route(
+            "/actors/configs",
+            get(configs::list_configs).post(configs::create_config),
+        )
+        .route(
+            "/actors/configs/{name}",
+            get(configs::get_config)
+                .put(configs::update_config)
+                .delete(configs::delete_config),
+        )
+        .route(
+            "/actors/configs/{name}/permissions",
+            get(configs::get_config_permissions).post(configs::add_config_permission),
+        )
+        .route("/actors/admin", get(admin::list_actors))
+        .route("/actors/admin/workers", get(admin::list_workers))
+        .route("/actors/admin/executions", get(admin::list_executions))
+        .route("/actors/utilization", get(admin::utilization))
+        .route("/actors/search/{search_type}", get(search::search))
         .route(
             "/actors/{actor_id}/workers",
             get(workers::list_workers).post(workers::add_workers),

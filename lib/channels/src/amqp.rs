@@ -115,6 +115,11 @@ impl Amqp {
 
 #[async_trait]
 impl Backend for Amqp {
+    /// RabbitMQ's default `max_message_size` (128 MiB), less room for headers.
+    fn max_payload(&self) -> Option<usize> {
+        Some(134_217_728 - 64 * 1024)
+    }
+
     async fn publish(&self, queue: &str, durable: bool, payload: Vec<u8>) -> Result<()> {
         let link = self.link().await?;
         let properties = BasicProperties::default().with_delivery_mode(if durable { 2 } else { 1 });

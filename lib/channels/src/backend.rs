@@ -14,6 +14,10 @@ pub trait Backend: Send + Sync {
     async fn len(&self, queue: &str) -> Result<u64>;
     async fn purge(&self, queue: &str) -> Result<u64>;
     async fn delete(&self, queue: &str) -> Result<()>;
+    /// The largest payload the backend accepts, when it has a limit.
+    fn max_payload(&self) -> Option<usize> {
+        None
+    }
 }
 
 #[async_trait]

@@ -89,6 +89,11 @@ impl Channels {
         self.0.get(&queue.name(), queue.is_durable(), wait).await
     }
 
+    /// The largest payload a message may have on this backend, when it has a limit.
+    pub fn max_payload(&self) -> Option<usize> {
+        self.0.max_payload()
+    }
+
     /// Ready (not in-flight) messages in `queue`.
     pub async fn len(&self, queue: &Queue) -> Result<u64> {
         self.0.len(&queue.name()).await

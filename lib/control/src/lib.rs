@@ -2,7 +2,10 @@
 //! requesting a worker (record + spawner command), stopping workers, enqueueing a message for an
 //! actor. Components call these instead of each other; nothing here knows HTTP or Docker.
 
+pub mod tokens;
+
 use abaco_channels::{ChannelError, Channels};
+use abaco_core::messages::{ClientReply, ClientRequest};
 use abaco_core::time::now;
 use abaco_core::{
     Actor, DbId, Execution, MailboxMessage, Queue, SpawnerCommand, Worker, WorkerControl, WorkerId,
@@ -122,16 +125,103 @@ impl Control {
         Ok(stopped)
     }
 
+    /// Asks clientg for an OAuth client for a new worker; waits up to `wait` for the answer.
+    pub async fn request_client(
+        &self,
+        actor: &Actor,
+        worker_id: &WorkerId,
+        wait: std::time::Duration,
+    ) -> Result<ClientReply> {
+        let request = ClientRequest::New {
+            tenant: actor.tenant.clone(),
+            actor_id: actor.db_id(),
+            worker_id: worker_id.clone(),
+            reply_to: worker_id.clone(),
+        };
+        self.ask_clientg(&request, worker_id, wait).await
+    }
+
+    /// A fresh access token for a worker's client.
+    pub async fn fresh_token(
+        &self,
+        client_id: &str,
+        client_secret: &str,
+        worker_id: &WorkerId,
+        wait: std::time::Duration,
+    ) -> Result<ClientReply> {
+        let request = ClientRequest::Token {
+            client_id: client_id.to_string(),
+            client_secret: client_secret.to_string(),
+            reply_to: worker_id.clone(),
+        };
+        self.ask_clientg(&request, worker_id, wait).await
+    }
+
+    /// Tells clientg a worker's client is no longer needed.
+    pub async fn delete_client(&self, client_id: &str) -> Result<()> {
+        let request = ClientRequest::Delete {
+            client_id: client_id.to_string(),
+        };
+        self.channels.publish(&Queue::Clients, &request).await?;
+        Ok(())
+    }
+
+    async fn ask_clientg(
+        &self,
+        request: &ClientRequest,
+        worker_id: &WorkerId,
+        wait: std::time::Duration,
+    ) -> Result<ClientReply> {
+        let replies = Queue::ClientReply(worker_id.clone());
+        self.channels.publish(&Queue::Clients, request).await?;
+        let timeout = || ClientReply {
+            ok: false,
+            message: format!(
+                "clientg did not answer within {} s; is it running?",
+                wait.as_secs()
+            ),
+            client_id: String::new(),
+            client_secret: String::new(),
+            access_token: String::new(),
+        };
+        match self.channels.get(&replies, wait).await? {
+            Some(delivery) => {
+                let reply = delivery.decode::<ClientReply>();
+                let _ = delivery.ack().await;
+                Ok(reply.unwrap_or_else(|_| timeout()))
+            }
+            None => Ok(timeout()),
+        }
+    }
+
     /// Records a `SUBMITTED` execution and puts its message in the actor's mailbox. When this
     /// returns `Ok`, the message is durable.
     pub async fn enqueue(&self, execution: &Execution, message: &MailboxMessage) -> Result<()> {
         self.store.put_execution(execution).await?;
-        self.channels
+        if let Err(err) = self
+            .channels
             .publish_bytes(
                 &Queue::Mailbox(execution.actor_id.clone()),
                 message.encode(),
             )
-            .await?;
+            .await
+        {
+            // The message was not accepted: no execution may be left waiting for it.
+            let mut patch = serde_json::Map::new();
+            patch.insert(
+                "status".into(),
+                serde_json::json!(abaco_core::ExecutionStatus::Error),
+            );
+            patch.insert(
+                "status_message".into(),
+                serde_json::json!(format!("The message could not be queued: {err}")),
+            );
+            let _ = self
+                .store
+                .update_execution(&execution.actor_id, &execution.id, patch)
+                .await;
+            return Err(err.into());
+        }
         Ok(())
     }
 }

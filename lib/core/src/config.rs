@@ -136,6 +136,9 @@ pub struct WorkersConfig {
     pub fifo_host_path_dir: Option<PathBuf>,
     /// Allow privileged actors at all. Default true.
     pub allow_privileged: bool,
+    /// Give each worker of an actor with `token` on an OAuth client and its containers an access
+    /// token (`{tenant}_generate_clients` per tenant). Default true.
+    pub generate_clients: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -524,6 +527,7 @@ impl Config {
                     .get("workers", "fifo_host_path_dir")
                     .map(PathBuf::from),
                 allow_privileged: r.boolean("workers", "allow_privileged", true)?,
+                generate_clients: r.boolean("workers", "generate_clients", true)?,
             },
             web: WebConfig {
                 api_server: r.ini.get("web", "api_server"),

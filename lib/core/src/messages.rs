@@ -19,6 +19,8 @@ pub enum Queue {
     Results(DbId, ExecutionId),
     /// Requests to clientg: `clients`.
     Clients,
+    /// clientg's replies to one worker: `clients_reply_{worker_id}`.
+    ClientReply(WorkerId),
     /// Actor and execution events for links and webhooks: `events_channel_default`.
     Events,
 }
@@ -31,6 +33,7 @@ impl Queue {
             Queue::WorkerControl(wid) => format!("worker_{wid}"),
             Queue::Results(db_id, eid) => format!("results_{db_id}_{eid}"),
             Queue::Clients => "clients".to_string(),
+            Queue::ClientReply(wid) => format!("clients_reply_{wid}"),
             Queue::Events => "events_channel_default".to_string(),
         }
     }
@@ -38,7 +41,7 @@ impl Queue {
     /// Queues that must survive a broker restart with their messages. Results queues are
     /// transient by design (Abaco lets them expire after 20 minutes).
     pub fn is_durable(&self) -> bool {
-        !matches!(self, Queue::Results(..))
+        !matches!(self, Queue::Results(..) | Queue::ClientReply(..))
     }
 }
 
@@ -135,6 +138,41 @@ impl MailboxMessage {
         }
         Ok(message)
     }
+}
+
+/// A request to clientg (spec §7.4), answered on `reply_to`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum ClientRequest {
+    /// Create an OAuth client for a worker of an actor whose `token` attribute is on.
+    New {
+        tenant: Tenant,
+        actor_id: DbId,
+        worker_id: WorkerId,
+        reply_to: WorkerId,
+    },
+    /// A fresh access token for the client (before each execution).
+    Token {
+        client_id: String,
+        client_secret: String,
+        reply_to: WorkerId,
+    },
+    /// Delete the client (the worker is going away); no reply.
+    Delete { client_id: String },
+}
+
+/// clientg's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClientReply {
+    pub ok: bool,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: String,
+    #[serde(default)]
+    pub access_token: String,
 }
 
 /// Commands on a worker's control queue (spec §0.3).

@@ -3,6 +3,7 @@
 //! The key lives in memory as PKCS#8 DER; persisting it (and protecting it at rest, for example
 //! with [`crate::SecretBox`]) is the caller's business — this module does no IO.
 
+use base64::Engine as _;
 use std::fmt;
 
 use aws_lc_rs::digest::{digest, SHA256};
@@ -63,6 +64,12 @@ impl TokenIssuer {
     /// The public half, labelled with [`TokenIssuer::kid`]; `verify` accepts tokens signed here.
     pub fn public_key(&self) -> PublicKey {
         self.public_key.clone()
+    }
+
+    /// The public key as base64 of its DER encoding (PKCS#1 RSAPublicKey), the form
+    /// `[web] apim_public_key` accepts: lets a test or a gateway publish this key.
+    pub fn public_key_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.key_pair.public_key().as_ref())
     }
 
     /// The key id written into each token header.
