@@ -115,6 +115,11 @@ impl From<ControlError> for ApiError {
     }
 }
 
+/// Marks a response that follows another protocol (the OAuth2 token endpoint's RFC 6749
+/// errors) and must reach the client as it is, without the envelope.
+#[derive(Clone, Copy, Debug)]
+pub struct Verbatim;
+
 /// Marker carried from handlers to `render_envelope`.
 #[derive(Clone)]
 struct Pending {
@@ -159,6 +164,9 @@ pub async fn render_envelope(State(api): State<Api>, request: Request, next: Nex
         request.method() == axum::http::Method::POST && request.uri().path().ends_with("/messages");
     let response = next.run(request).await;
     let (mut parts, body) = response.into_parts();
+    if parts.extensions.get::<Verbatim>().is_some() {
+        return Response::from_parts(parts, body);
+    }
     let pending = match parts.extensions.get::<Pending>().cloned() {
         Some(p) => p,
         None if parts.status.is_client_error() || parts.status.is_server_error() => {

@@ -170,6 +170,18 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
             abaco_health::run(ctx, token).await;
             Ok(())
         });
+        let token = shutdown.clone();
+        let events = autoscaler.clone();
+        tasks.spawn(async move {
+            abaco_health::events::run(events, token).await;
+            Ok(())
+        });
+        let token = shutdown.clone();
+        let cron = autoscaler.clone();
+        tasks.spawn(async move {
+            abaco_health::cron::run(cron, token).await;
+            Ok(())
+        });
         if config.workers.autoscaling {
             let token = shutdown.clone();
             tasks.spawn(async move {

@@ -4,6 +4,8 @@
 //! this host that no live worker owns. Every action is logged with its reason.
 
 pub mod autoscaler;
+pub mod cron;
+pub mod events;
 
 use std::collections::HashSet;
 use std::sync::Arc;

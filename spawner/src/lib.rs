@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use abaco_control::Control;
+use abaco_core::messages::EventType;
 use abaco_core::time::now;
 use abaco_core::{ActorStatus, Config, DbId, Queue, SpawnerCommand, WorkerStatus};
 use abaco_runtime::Runtime;
@@ -213,6 +214,7 @@ async fn spawn_worker(
         let _ = store
             .set_actor_status(&db_id, ActorStatus::Error, &why)
             .await;
+        actor_error_event(ctx, &actor, &why).await;
         return;
     }
     let _ = store
@@ -238,6 +240,11 @@ async fn spawn_worker(
     if actor.status != ActorStatus::Ready {
         let _ = store
             .set_actor_status(&db_id, ActorStatus::Ready, " ")
+            .await;
+        let mut extra = serde_json::Map::new();
+        extra.insert("status_message".into(), json!(" "));
+        ctx.control
+            .publish_event(&actor, EventType::ActorReady, extra)
             .await;
     }
     let worker_ctx = WorkerContext {
@@ -293,6 +300,17 @@ async fn fail_setup(ctx: &SpawnerContext, db_id: &DbId, wid: &abaco_core::Worker
         .control
         .store
         .set_actor_status(db_id, ActorStatus::Error, why)
+        .await;
+    if let Ok(Some(actor)) = ctx.control.store.actor(db_id).await {
+        actor_error_event(ctx, &actor, why).await;
+    }
+}
+
+async fn actor_error_event(ctx: &SpawnerContext, actor: &abaco_core::Actor, why: &str) {
+    let mut extra = serde_json::Map::new();
+    extra.insert("status_message".into(), json!(why));
+    ctx.control
+        .publish_event(actor, EventType::ActorError, extra)
         .await;
 }
 

@@ -171,6 +171,10 @@ impl Builder {
         };
         let token = shutdown.clone();
         tasks.spawn(abaco_health::autoscaler::run(health.clone(), token));
+        let token = shutdown.clone();
+        tasks.spawn(abaco_health::cron::run(health.clone(), token));
+        let token = shutdown.clone();
+        tasks.spawn(abaco_health::events::run(health.clone(), token));
         let clientg = abaco_clientg::ClientgContext {
             config: config.clone(),
             control: control.clone(),

@@ -12,7 +12,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{RsaKeyPair, RSA_PKCS1_SHA256};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use oauth2::basic::{BasicClient, BasicErrorResponseType};
+use oauth2::basic::{BasicClient, BasicErrorResponse, BasicErrorResponseType};
 use oauth2::{ClientId, ClientSecret, RequestTokenError, TokenResponse, TokenUrl};
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
@@ -992,25 +992,21 @@ async fn actor_list_is_filtered_by_permission() {
     let carol = User::jwt(&app, &t1, &gw.token("carol", USER_ROLE));
     let a = alice.register(json!({"image": ECHO})).await;
     let b = bob.register(json!({"image": ECHO})).await;
-    let lists = |u: &User| {
-        let u = u.clone();
-        async move { u.actor_ids().await }
-    };
-    let al = lists(&alice).await;
+    let al = alice.actor_ids().await;
     assert!(al.contains(&a) && !al.contains(&b), "alice lists {al:?}");
-    let bl = lists(&bob).await;
+    let bl = bob.actor_ids().await;
     assert!(
         bl.contains(&b) && !bl.contains(&a),
         "bob lists {bl:?} (alice's {a} is not his)"
     );
-    assert!(lists(&carol).await.is_empty(), "carol has no actor");
+    assert!(carol.actor_ids().await.is_empty(), "carol has no actor");
     alice.grant(&a, "bob", "READ").await;
-    let bl = lists(&bob).await;
+    let bl = bob.actor_ids().await;
     assert!(bl.contains(&a) && bl.contains(&b), "bob after READ: {bl:?}");
     alice.grant(&a, "ABACO_WORLD", "READ").await;
     assert_eq!(
-        lists(&carol).await,
-        vec![a.clone()],
+        carol.actor_ids().await,
+        vec![a],
         "carol sees the world-readable one"
     );
     app.stop().await;
@@ -1288,21 +1284,41 @@ async fn oauth_flow(builder: Builder) {
         .await
         .expect("refresh_token grant");
     let access2 = second.access_token().secret().clone();
+    let refresh2 = second.refresh_token().expect("a new refresh token").clone();
     assert_ne!(access1, access2, "a fresh access token");
     let (status, env) = User::bearer(&app, &access2)
         .get(&format!("/actors/{private}"))
         .await;
     assert_eq!(status, StatusCode::OK, "refreshed token: {env}");
-    match client
+    // RFC 6749 §5.2 error answers, judged by the oauth2 crate itself and on the wire. Kept as
+    // soft checks so the rest of the flow still runs when they fail.
+    let mut wrong: Vec<String> = Vec::new();
+    let used = client
         .exchange_refresh_token(&refresh1)
         .request_async(&oauth_http)
-        .await
-    {
-        Err(RequestTokenError::ServerResponse(e)) => {
-            assert_eq!(*e.error(), BasicErrorResponseType::InvalidGrant, "{e:?}");
-        }
-        other => panic!("a used refresh token must be refused: {other:?}"),
-    }
+        .await;
+    check_oauth_error(
+        "a used refresh token",
+        used,
+        BasicErrorResponseType::InvalidGrant,
+        &mut wrong,
+    );
+    let raw = token_request(
+        &app,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh1.secret()),
+        ],
+        None,
+    )
+    .await;
+    check_raw_error(
+        "a used refresh token",
+        &raw,
+        400,
+        "invalid_grant",
+        &mut wrong,
+    );
 
     // Wrong secret, unknown client.
     for (id, secret, what) in [
@@ -1313,23 +1329,52 @@ async fn oauth_flow(builder: Builder) {
             "unknown client",
         ),
     ] {
-        let bad = BasicClient::new(ClientId::new(id))
-            .set_client_secret(ClientSecret::new(secret))
+        let bad = BasicClient::new(ClientId::new(id.clone()))
+            .set_client_secret(ClientSecret::new(secret.clone()))
             .set_token_uri(token_url.clone());
-        match bad
+        let got = bad
             .exchange_client_credentials()
             .request_async(&oauth_http)
-            .await
-        {
-            Err(RequestTokenError::ServerResponse(e)) => {
-                assert_eq!(
-                    *e.error(),
-                    BasicErrorResponseType::InvalidClient,
-                    "{what}: {e:?}"
-                );
-            }
-            other => panic!("{what} must be invalid_client: {other:?}"),
+            .await;
+        check_oauth_error(what, got, BasicErrorResponseType::InvalidClient, &mut wrong);
+        let raw = token_request(
+            &app,
+            &[("grant_type", "client_credentials")],
+            Some((&id, &secret)),
+        )
+        .await;
+        check_raw_error(what, &raw, 401, "invalid_client", &mut wrong);
+        if !raw.2.starts_with("Basic") {
+            wrong.push(format!(
+                "{what}: 401 without WWW-Authenticate: Basic ({:?})",
+                raw.2
+            ));
         }
+    }
+    let raw = token_request(&app, &[("grant_type", "password")], None).await;
+    check_raw_error(
+        "grant_type=password",
+        &raw,
+        400,
+        "unsupported_grant_type",
+        &mut wrong,
+    );
+    let raw = token_request(&app, &[], None).await;
+    check_raw_error("no grant_type", &raw, 400, "invalid_request", &mut wrong);
+    // Credentials in the form body (RFC 6749 §2.3.1) work too.
+    let raw = token_request(
+        &app,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", &client_id),
+            ("client_secret", &secret),
+        ],
+        None,
+    )
+    .await;
+    let form_token: Value = serde_json::from_str(&raw.1).unwrap_or(Value::Null);
+    if raw.0 != 200 || !form_token["access_token"].is_string() {
+        wrong.push(format!("form credentials: {} {}", raw.0, raw.1));
     }
 
     // Only the owner (or an admin) deletes a client; deleting it revokes its tokens at once.
@@ -1365,17 +1410,108 @@ async fn oauth_flow(builder: Builder) {
             "revoked",
         );
     }
-    match client
+    let got = client
         .exchange_client_credentials()
         .request_async(&oauth_http)
-        .await
-    {
-        Err(RequestTokenError::ServerResponse(e)) => {
-            assert_eq!(*e.error(), BasicErrorResponseType::InvalidClient, "{e:?}");
-        }
-        other => panic!("a deleted client must be invalid_client: {other:?}"),
-    }
+        .await;
+    check_oauth_error(
+        "a deleted client",
+        got,
+        BasicErrorResponseType::InvalidClient,
+        &mut wrong,
+    );
+    let got = client
+        .exchange_refresh_token(&refresh2)
+        .request_async(&oauth_http)
+        .await;
+    check_oauth_error(
+        "the refresh token of a deleted client",
+        got,
+        BasicErrorResponseType::InvalidGrant,
+        &mut wrong,
+    );
     app.stop().await;
+    assert!(
+        wrong.is_empty(),
+        "OAuth error answers:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// Records unless the oauth2 crate read the answer as the error `expected`.
+fn check_oauth_error<T: std::fmt::Debug>(
+    what: &str,
+    got: Result<T, RequestTokenError<HttpFail, BasicErrorResponse>>,
+    expected: BasicErrorResponseType,
+    wrong: &mut Vec<String>,
+) {
+    match got {
+        Err(RequestTokenError::ServerResponse(e)) if *e.error() == expected => {}
+        Err(RequestTokenError::Parse(e, body)) => wrong.push(format!(
+            "{what}: oauth2 cannot parse the error answer ({e}): {}",
+            String::from_utf8_lossy(&body)
+        )),
+        other => wrong.push(format!("{what}: expected {expected:?}, got {other:?}")),
+    }
+}
+
+/// `POST /oauth2/token` with a form, optionally with HTTP Basic client authentication:
+/// status, body and `WWW-Authenticate`.
+async fn token_request(
+    app: &TestApp,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+) -> (u16, String, String) {
+    let body: Vec<String> = form
+        .iter()
+        .map(|(k, v)| format!("{}={}", form_encode(k), form_encode(v)))
+        .collect();
+    let mut req = reqwest::Client::new()
+        .post(app.url("/oauth2/token"))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(body.join("&"));
+    if let Some((id, secret)) = basic {
+        let pair = format!("{}:{}", form_encode(id), form_encode(secret));
+        req = req.header(AUTHORIZATION, format!("Basic {}", STANDARD.encode(pair)));
+    }
+    let resp = req.send().await.expect("token endpoint reachable");
+    let status = resp.status().as_u16();
+    let www = resp
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (status, resp.text().await.expect("body"), www)
+}
+
+fn form_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Records unless the raw answer is `status` with the RFC 6749 body `{"error": error}`.
+fn check_raw_error(
+    what: &str,
+    got: &(u16, String, String),
+    status: u16,
+    error: &str,
+    wrong: &mut Vec<String>,
+) {
+    let body: Value = serde_json::from_str(&got.1).unwrap_or(Value::Null);
+    if got.0 != status || body["error"] != error {
+        wrong.push(format!(
+            "{what}: expected {status} {{\"error\": \"{error}\"}}, got {} {}",
+            got.0, got.1
+        ));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

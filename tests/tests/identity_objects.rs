@@ -5,7 +5,9 @@
 //! generates, to exercise what only non-admin users and nonce callers see: permission refusals,
 //! sharing between two users, listings filtered by permission, nonce redemption (levels, use
 //! counts under concurrency, actor nonces only on actor URLs and alias nonces only on alias
-//! URLs) and nonces disappearing with their actor or alias.
+//! URLs) and nonces disappearing with their actor or alias. It is one file, over the usual
+//! length, because the three route families share their fixtures and every client-visible
+//! message is asserted verbatim.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

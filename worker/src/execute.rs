@@ -153,6 +153,20 @@ pub async fn execute(
     patch.insert("status_message".into(), json!(status_message));
     let _ = store.update_execution(&db_id, &eid, patch).await;
     record_metrics(ctx, ExecutionStatus::Complete, started.elapsed()).await;
+    let mut extra = Map::new();
+    extra.insert("execution_id".into(), json!(eid.as_str()));
+    extra.insert("status".into(), json!(ExecutionStatus::Complete));
+    extra.insert(
+        "exit_code".into(),
+        exit_code.map(Value::from).unwrap_or(json!("undetermined")),
+    );
+    ctx.control
+        .publish_event(
+            actor,
+            abaco_core::messages::EventType::ExecutionComplete,
+            extra,
+        )
+        .await;
     tracing::info!(actor_id = %db_id, execution_id = %eid, exit_code = ?exit_code, runtime_secs, "execution complete");
     Outcome::Complete
 }

@@ -87,6 +87,12 @@ param!(
     "Amount of time, in seconds, after which logs will expire"
 );
 param!(
+    CRON_SCHEDULE,
+    "cron_schedule",
+    "yyyy-mm-dd hh + <number> <unit of time>"
+);
+param!(CRON_ON, "cron_on", "Whether cron is on or off");
+param!(
     FORCE,
     "force",
     "Whether to force an update of the actor image (re-pull and restart workers)."
@@ -113,6 +119,8 @@ pub struct ActorInput {
     pub state: Option<Value>,
     pub queue: Option<String>,
     pub log_ex: Option<i64>,
+    pub cron_schedule: Option<String>,
+    pub cron_on: Option<bool>,
     pub force: bool,
 }
 
@@ -151,6 +159,10 @@ impl ActorInput {
                     PREFIX,
                 )?,
             },
+            cron_schedule: p
+                .string(&CRON_SCHEDULE, PREFIX)?
+                .filter(|s| !s.trim().is_empty()),
+            cron_on: p.boolean(&CRON_ON, PREFIX)?,
             force: p.boolean(&FORCE, PREFIX)?.unwrap_or(false),
         };
         input.validate(api)?;
@@ -208,6 +220,10 @@ impl ActorInput {
                     "{PREFIX}: log_ex must be a positive number of seconds."
                 )));
             }
+        }
+        if let Some(schedule) = &self.cron_schedule {
+            abaco_core::cron::parse(schedule, abaco_core::time::now())
+                .map_err(|e| ApiError::bad(e.to_string()))?;
         }
         if self.privileged == Some(true) && !api.config.workers.allow_privileged {
             return Err(ApiError::bad(

@@ -25,7 +25,13 @@ pub async fn list_actors(State(api): State<Api>, who: Identity) -> Result<Reply,
         .store
         .actors_of_tenant(who.tenant.as_str())
         .await?;
-    let result: Vec<Value> = actors.iter().map(|a| wire::actor(api.case, a)).collect();
+    // Only actors the caller may read (administrators read everything of their tenant).
+    let mut result: Vec<Value> = Vec::with_capacity(actors.len());
+    for actor in &actors {
+        if auth::level_of(&api, &who, actor.db_id().as_str()).await? >= PermissionLevel::Read {
+            result.push(wire::actor(api.case, actor));
+        }
+    }
     Ok(Reply::ok(
         "Actors retrieved successfully.",
         Value::Array(result),
@@ -112,6 +118,11 @@ pub async fn update_actor(
                 "Invalid link parameter. An actor cannot link to itself.",
             ));
         }
+        if links_back(&api, &who, &link_db_id, &actor.db_id()).await? {
+            return Err(ApiError::bad(
+                "Error: this update would result in a cycle of linked actors.",
+            ));
+        }
     }
     let new_revision = input.force || input.image != actor.image;
     let force = input.force;
@@ -189,6 +200,40 @@ pub async fn delete_actor(
     Ok(Reply::ok(message, Value::Null))
 }
 
+/// Whether following links from `start` leads back to `target` (spec §7.8 cycle detection).
+async fn links_back(
+    api: &Api,
+    who: &Identity,
+    start: &DbId,
+    target: &DbId,
+) -> Result<bool, ApiError> {
+    let actors = api
+        .control
+        .store
+        .actors_of_tenant(who.tenant.as_str())
+        .await?;
+    let mut current = start.clone();
+    let mut seen = std::collections::HashSet::new();
+    while seen.insert(current.clone()) {
+        let Some(actor) = actors.iter().find(|a| a.db_id() == current) else {
+            return Ok(false);
+        };
+        if actor.link.is_empty() {
+            return Ok(false);
+        }
+        let Some(next) =
+            abaco_control::resolve_actor(&api.control.store, &who.tenant, &actor.link).await
+        else {
+            return Ok(false);
+        };
+        if next == *target {
+            return Ok(true);
+        }
+        current = next;
+    }
+    Ok(false)
+}
+
 /// The linked actor must exist in the caller's tenant.
 async fn check_link(api: &Api, who: &Identity, link: &str) -> Result<DbId, ApiError> {
     let unresolvable = || {
@@ -211,7 +256,7 @@ fn new_actor(api: &Api, who: &Identity, input: ActorInput) -> Actor {
         .config
         .tenant_value("web", who.tenant.as_str(), "default_token")
         .unwrap_or_else(|| api.config.web.default_token.clone());
-    Actor {
+    let mut actor = Actor {
         id: ActorId::generate(),
         tenant: Tenant(who.tenant.0.clone()),
         owner: who.user.clone(),
@@ -252,7 +297,13 @@ fn new_actor(api: &Api, who: &Identity, input: ActorInput) -> Actor {
         cron_on: false,
         cron_schedule: None,
         cron_next_ex: None,
-    }
+    };
+    apply_cron(
+        &mut actor,
+        input.cron_schedule,
+        input.cron_on.or(Some(true)),
+    );
+    actor
 }
 
 /// Mounts and uid/gid from the configuration (spec §7.11, §7.12), recomputed on every update.
@@ -336,6 +387,22 @@ fn apply_update(actor: &mut Actor, input: ActorInput) {
     }
     if input.log_ex.is_some() {
         actor.log_ex = input.log_ex;
+    }
+    apply_cron(actor, input.cron_schedule, input.cron_on);
+}
+
+/// A new schedule (already validated) restarts the cron bookkeeping; `cron_on` switches it.
+fn apply_cron(actor: &mut Actor, schedule: Option<String>, cron_on: Option<bool>) {
+    if let Some(text) = schedule {
+        if let Ok(parsed) = abaco_core::cron::parse(&text, now()) {
+            actor.cron_next_ex = Some(abaco_core::cron::display_next(parsed.start));
+            actor.cron_schedule = Some(text);
+            actor.cron_on = cron_on.unwrap_or(true);
+            return;
+        }
+    }
+    if let Some(on) = cron_on {
+        actor.cron_on = on && actor.cron_schedule.is_some();
     }
 }
 

@@ -15,7 +15,7 @@ use abaco_core::ids::new_hashid;
 
 use crate::identity::Identity;
 use crate::params::parse_urlencoded;
-use crate::reply::{ApiError, Reply};
+use crate::reply::{ApiError, Reply, Verbatim};
 use crate::Api;
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
@@ -28,6 +28,7 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
         json!({"error": error, "error_description": description}).to_string(),
     )
         .into_response();
+    response.extensions_mut().insert(Verbatim);
     if status == StatusCode::UNAUTHORIZED {
         response.headers_mut().insert(
             header::WWW_AUTHENTICATE,

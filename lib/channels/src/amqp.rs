@@ -219,19 +219,25 @@ impl Backend for Amqp {
 
     async fn len(&self, queue: &str) -> Result<u64> {
         let link = self.link().await?;
-        // A passive declare of a missing queue closes its channel: use a throwaway one.
-        let channel = link.scratch(queue).await?;
+        // A passive declare of a missing queue closes its channel: use a throwaway one. A fresh
+        // channel can still report the close of an earlier throwaway channel (a NOT_FOUND about
+        // another queue): try once more on another channel before giving up.
         let options = QueueDeclareOptions {
             passive: true,
             ..QueueDeclareOptions::default()
         };
-        match channel
-            .queue_declare(queue.into(), options, FieldTable::default())
-            .await
-        {
-            Ok(declared) => Ok(u64::from(declared.message_count())),
-            Err(err) if not_found(&err) => Ok(0),
-            Err(err) => Err(link.error(queue, err)),
+        let mut attempt = 0;
+        loop {
+            let channel = link.scratch(queue).await?;
+            match channel
+                .queue_declare(queue.into(), options, FieldTable::default())
+                .await
+            {
+                Ok(declared) => return Ok(u64::from(declared.message_count())),
+                Err(err) if not_found(&err) => return Ok(0),
+                Err(err) if attempt == 0 && err.to_string().contains("NOT_FOUND") => attempt += 1,
+                Err(err) => return Err(link.error(queue, err)),
+            }
         }
     }
 

@@ -24,6 +24,29 @@ pub enum ControlError {
 
 pub type Result<T> = std::result::Result<T, ControlError>;
 
+/// Resolves an actor id or alias of `tenant` to an existing actor's db_id.
+pub async fn resolve_actor(
+    store: &Store,
+    tenant: &abaco_core::Tenant,
+    identifier: &str,
+) -> Option<DbId> {
+    let db_id = if abaco_core::ids::is_hashid(identifier) {
+        DbId::new(tenant, &abaco_core::ActorId::from(identifier))
+    } else {
+        let alias = store
+            .raw()
+            .get(
+                abaco_store::Kind::Aliases,
+                &format!("{tenant}_{identifier}"),
+            )
+            .await
+            .ok()??;
+        let actor_id = alias.get("actor_id")?.as_str()?.to_string();
+        DbId::new(tenant, &abaco_core::ActorId::from(actor_id))
+    };
+    store.actor(&db_id).await.ok()?.map(|_| db_id)
+}
+
 /// Why a worker is requested.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Start {
@@ -192,6 +215,34 @@ impl Control {
             }
             None => Ok(timeout()),
         }
+    }
+
+    /// Publishes an actor or execution event when the actor has a link or a webhook (spec §7.7).
+    /// Failures are logged: an event never fails the operation that caused it.
+    pub async fn publish_event(
+        &self,
+        actor: &Actor,
+        event_type: abaco_core::messages::EventType,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) {
+        if actor.link.is_empty() && actor.webhook.is_empty() {
+            return;
+        }
+        let link = self.resolve_link(actor).await.unwrap_or_default();
+        let payload = abaco_core::messages::event_payload(event_type, actor, &link, extra);
+        if let Err(err) = self.channels.publish(&Queue::Events, &payload).await {
+            tracing::warn!(actor_id = %actor.db_id(), cause = %err, "could not publish an event");
+        }
+    }
+
+    /// The db_id of the actor `actor.link` names (an actor id or an alias of its tenant).
+    pub async fn resolve_link(&self, actor: &Actor) -> Option<String> {
+        if actor.link.is_empty() {
+            return None;
+        }
+        resolve_actor(&self.store, &actor.tenant, &actor.link)
+            .await
+            .map(|d| d.0)
     }
 
     /// Records a `SUBMITTED` execution and puts its message in the actor's mailbox. When this

@@ -3,6 +3,7 @@
 //! every other crate speaks in these types.
 
 pub mod config;
+pub mod cron;
 pub mod ids;
 pub mod messages;
 pub mod metrics;

@@ -242,3 +242,45 @@ mod tests {
         );
     }
 }
+
+/// Event types (spec §7.7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "ACTOR_READY")]
+    ActorReady,
+    #[serde(rename = "ACTOR_ERROR")]
+    ActorError,
+    #[serde(rename = "EXECUTION_COMPLETE")]
+    ExecutionComplete,
+}
+
+/// An actor or execution event, as delivered to links and webhooks (spec §7.7). The payload is
+/// a flat JSON object with Abaco's field names.
+pub fn event_payload(
+    event_type: EventType,
+    actor: &crate::Actor,
+    linked_db_id: &str,
+    extra: Map<String, Value>,
+) -> Value {
+    let t = crate::time::display(Some(&crate::time::now()));
+    let mut m = Map::new();
+    m.insert("tenant_id".into(), Value::String(actor.tenant.0.clone()));
+    m.insert(
+        "event_type".into(),
+        serde_json::to_value(event_type).unwrap_or(Value::Null),
+    );
+    m.insert("event_time_utc".into(), Value::String(t.clone()));
+    m.insert("event_time_display".into(), Value::String(t));
+    m.insert("actor_id".into(), Value::String(actor.id.0.clone()));
+    m.insert("actor_dbid".into(), Value::String(actor.db_id().0));
+    m.insert(
+        "_abaco_link".into(),
+        Value::String(linked_db_id.to_string()),
+    );
+    m.insert(
+        "_abaco_webhook".into(),
+        Value::String(actor.webhook.clone()),
+    );
+    m.extend(extra);
+    Value::Object(m)
+}
