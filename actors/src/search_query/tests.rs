@@ -1,3 +1,6 @@
+//! Unit tests of the search query language: one `check(query, document, expected)` per case,
+//! plus the regular-expression subset, paging, text filters and lenient datetimes.
+
 use serde_json::{json, Value};
 
 use super::*;
