@@ -195,20 +195,25 @@ async fn remove_orphan_containers(ctx: &HealthContext, live: &HashSet<WorkerId>)
         }
         // The list of live workers was read at the start of the pass: a worker started since
         // (a scale-up) owns containers too. Re-check its record right before removing anything.
-        let Some(actor) = c.labels.get(abaco_worker::LABEL_ACTOR) else {
-            continue;
-        };
-        match ctx
-            .control
-            .store
-            .worker(
-                &DbId::from(actor.as_str()),
-                &WorkerId::from(worker_id.as_str()),
-            )
-            .await
-        {
-            Ok(None) => {}
-            Ok(Some(_)) | Err(_) => continue,
+        // Containers always carry their actor; one without it cannot be re-checked and is
+        // judged by the list alone.
+        let actor = c
+            .labels
+            .get(abaco_worker::LABEL_ACTOR)
+            .cloned()
+            .unwrap_or_default();
+        if !actor.is_empty() {
+            let record = ctx
+                .control
+                .store
+                .worker(
+                    &DbId::from(actor.as_str()),
+                    &WorkerId::from(worker_id.as_str()),
+                )
+                .await;
+            if !matches!(record, Ok(None)) {
+                continue;
+            }
         }
         if ctx.runtime.remove(&c.id, true).await.is_ok() {
             tracing::warn!(container = %c.id, worker_id = %worker_id, actor_id = %actor, "health removed orphaned container");
