@@ -125,6 +125,20 @@ async fn post_webhook(
     event
         .entry("_abaco_username")
         .or_insert_with(|| json!("Abaco Event"));
+    event
+        .entry("_abaco_Content_Type")
+        .or_insert_with(|| json!(ContentType::Json.as_str()));
+    let actor = DbId::from(
+        event
+            .get("actor_dbid")
+            .and_then(Value::as_str)
+            .unwrap_or(""),
+    );
+    let api_server = match ctx.control.store.actor(&actor).await {
+        Ok(Some(a)) => a.api_server,
+        _ => ctx.config.api_server(),
+    };
+    event.insert("_abaco_api_server".into(), json!(api_server));
     let mut backoff = WEBHOOK_BACKOFF;
     let mut last_error = String::new();
     for attempt in 1..=WEBHOOK_ATTEMPTS {

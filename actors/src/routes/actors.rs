@@ -173,10 +173,15 @@ pub async fn delete_actor(
         .control
         .stop_workers(&db_id, &[], "actor deleted")
         .await?;
-    api.control
+    if let Err(err) = api
+        .control
         .channels
         .delete(&Queue::Mailbox(db_id.clone()))
-        .await?;
+        .await
+    {
+        // The actor goes regardless; a leftover empty queue is harmless.
+        tracing::warn!(actor_id = %db_id, cause = %err, "could not delete the mailbox queue");
+    }
     store.delete_logs_of(&db_id).await?;
     store.delete_executions_of(&db_id).await?;
     store

@@ -234,8 +234,9 @@ impl Backend for Amqp {
                 .await
             {
                 Ok(declared) => return Ok(u64::from(declared.message_count())),
+                Err(err) if not_found(&err) && err.to_string().contains(queue) => return Ok(0),
+                Err(err) if attempt == 0 && stale_close(&err.to_string(), queue) => attempt += 1,
                 Err(err) if not_found(&err) => return Ok(0),
-                Err(err) if attempt == 0 && err.to_string().contains("NOT_FOUND") => attempt += 1,
                 Err(err) => return Err(link.error(queue, err)),
             }
         }
@@ -243,28 +244,47 @@ impl Backend for Amqp {
 
     async fn purge(&self, queue: &str) -> Result<u64> {
         let link = self.link().await?;
-        let channel = link.scratch(queue).await?;
-        match channel
-            .queue_purge(queue.into(), QueuePurgeOptions::default())
-            .await
-        {
-            Ok(count) => Ok(u64::from(count)),
-            Err(err) if not_found(&err) => Ok(0),
-            Err(err) => Err(link.error(queue, err)),
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let channel = match link.scratch(queue).await {
+                Ok(c) => c,
+                Err(e) if attempt == 1 && stale_close(&e.to_string(), queue) => continue,
+                Err(e) => return Err(e),
+            };
+            match channel
+                .queue_purge(queue.into(), QueuePurgeOptions::default())
+                .await
+            {
+                Ok(count) => return Ok(u64::from(count)),
+                Err(err) if not_found(&err) && err.to_string().contains(queue) => return Ok(0),
+                Err(err) if attempt == 1 && stale_close(&err.to_string(), queue) => continue,
+                Err(err) if not_found(&err) => return Ok(0),
+                Err(err) => return Err(link.error(queue, err)),
+            }
         }
     }
 
     async fn delete(&self, queue: &str) -> Result<()> {
         let link = self.link().await?;
         link.forget(queue);
-        let channel = link.scratch(queue).await?;
-        match channel
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) if not_found(&err) => Ok(()),
-            Err(err) => Err(link.error(queue, err)),
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let channel = match link.scratch(queue).await {
+                Ok(c) => c,
+                Err(e) if attempt == 1 && stale_close(&e.to_string(), queue) => continue,
+                Err(e) => return Err(e),
+            };
+            match channel
+                .queue_delete(queue.into(), QueueDeleteOptions::default())
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(err) if attempt == 1 && stale_close(&err.to_string(), queue) => continue,
+                Err(err) if not_found(&err) => return Ok(()),
+                Err(err) => return Err(link.error(queue, err)),
+            }
         }
     }
 }
@@ -484,6 +504,12 @@ fn is_connection_error(err: &lapin::Error) -> bool {
             err.kind(),
             ErrorKind::InvalidConnectionState(_) | ErrorKind::MissingHeartbeatError
         )
+}
+
+/// A fresh throwaway channel can report the server's close of an earlier one: a NOT_FOUND
+/// about another queue. Such an error says nothing about `queue`; the operation is retried.
+fn stale_close(message: &str, queue: &str) -> bool {
+    message.contains("NOT_FOUND") && !message.contains(&format!("'{queue}'"))
 }
 
 fn not_found(err: &lapin::Error) -> bool {
