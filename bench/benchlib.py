@@ -15,6 +15,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -163,6 +164,9 @@ class Abaco:
                 del self.env[key]
         self.env.update(BASE_ENV)
         self.env["store_data_dir"] = str(self.dir / "data")
+        if not distributed:
+            # Every embedded instance starts from an empty store.
+            shutil.rmtree(self.dir / "data", ignore_errors=True)
         if port is not None:
             self.env["web_bind"] = f"127.0.0.1:{port}"
         if distributed:

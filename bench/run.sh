@@ -4,6 +4,8 @@
 #   bash bench/run.sh                   # release build (~15 min on 2 cores the first time)
 #   BENCH_PROFILE=debug bash bench/run.sh   # quick run on a debug build (figures not representative)
 #   bash bench/run.sh ingest exec       # only some benchmarks: ingest celery exec footprint worker store
+#   BENCH_SRC=head bash bench/run.sh    # build the last commit (git archive HEAD into $BENCH_TMP/src,
+#                                       # same target/) when the work tree is mid-edit
 #
 # Steps: build `abaco` (`cargo build [--release] --bin abaco`, progress printed every 30 s);
 # start Docker, Redis, RabbitMQ and PostgreSQL on loopback (scripts/services.sh); build the test
@@ -38,8 +40,16 @@ if [ "$profile" = release ]; then
 else
   build_args=(); bin="$root/target/debug/abaco"
 fi
+src=$root
+if [ "${BENCH_SRC:-tree}" = head ]; then
+  src="$BENCH_TMP/src"
+  rm -rf "$src" && mkdir -p "$src"
+  (cd "$root" && git archive HEAD) | tar -x -C "$src"
+  export CARGO_TARGET_DIR="$root/target"
+  echo "    building the last commit $(cd "$root" && git rev-parse --short HEAD) from $src"
+fi
 say "building abaco ($profile): cargo build ${build_args[*]} --bin abaco (log: $BENCH_OUT/build.log)"
-(cd "$root" && cargo build "${build_args[@]}" --bin abaco >"$BENCH_OUT/build.log" 2>&1) &
+(cd "$src" && cargo build "${build_args[@]}" --bin abaco >"$BENCH_OUT/build.log" 2>&1) &
 build_pid=$!
 while kill -0 "$build_pid" 2>/dev/null; do
   sleep 30

@@ -171,19 +171,24 @@ pass "ansible/site.yml passes --syntax-check ($(grep -c 'TAGS:' "$tmp/tasks.log"
 # 6. The abaco.conf the ansible roles render is a configuration abaco accepts.
 log "6. ansible abaco.conf.j2 for the api/compute hosts of inventory.example: abaco check-config"
 if [ ${#abaco_cmd[@]} -gt 0 ]; then
+  # A throwaway role holding the common role's defaults, so that they keep role-default
+  # precedence (inventory variables win, as in site.yml).
+  mkdir -p "$tmp/roles/render/defaults" "$tmp/roles/render/tasks"
+  cp ansible/roles/common/defaults/main.yml "$tmp/roles/render/defaults/main.yml"
+  cat >"$tmp/roles/render/tasks/main.yml" <<YML
+- name: abaco.conf
+  ansible.builtin.template:
+    src: $PWD/ansible/roles/common/templates/abaco.conf.j2
+    dest: "$tmp/rendered-{{ inventory_hostname }}.conf"
+    mode: "0600"
+YML
   cat >"$tmp/render.yml" <<YML
 - name: Render abaco.conf as the common role does, on the controller only
   hosts: api:compute
   connection: local
   gather_facts: false
-  tasks:
-    - name: The common role's defaults
-      ansible.builtin.include_vars: $PWD/ansible/roles/common/defaults/main.yml
-    - name: abaco.conf
-      ansible.builtin.template:
-        src: $PWD/ansible/roles/common/templates/abaco.conf.j2
-        dest: "$tmp/rendered-{{ inventory_hostname }}.conf"
-        mode: "0600"
+  roles:
+    - render
 YML
   "$ansible_bin/ansible-playbook" -i ansible/inventory.example "$tmp/render.yml" >"$tmp/render.log" 2>&1 ||
     die "rendering abaco.conf.j2 failed:
