@@ -19,5 +19,9 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+step "deployment files (compose, ansible)"
+cargo build --bin abaco
+ABACO_BIN="$PWD/target/debug/abaco" bash scripts/check-deploy.sh
+
 step "cargo test"
 cargo test --workspace --no-fail-fast -- --test-threads 4
