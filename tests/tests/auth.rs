@@ -3,6 +3,9 @@
 //! tenant isolation, the platform's OAuth token endpoint driven by the `oauth2` crate, and
 //! clientg's per-worker tokens end to end (an actor calling another actor with its token, and
 //! the token dying with its worker).
+//!
+//! This file is long on purpose: it is one area's table of black-box cases, each a few lines
+//! over shared helpers at the top; splitting it would scatter the cases of one contract.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

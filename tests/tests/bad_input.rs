@@ -2,6 +2,9 @@
 //! field, an unknown actor, execution or worker gets 404, a wrong method 405 and an unknown path
 //! 404 — always in Abaco's error envelope, never a 500, a dropped connection or a hang. Most
 //! checks run with `[workers] init_count = 0`, so no worker container is started.
+//!
+//! This file is long on purpose: it is one area's table of black-box cases, each a few lines
+//! over shared helpers at the top; splitting it would scatter the cases of one contract.
 
 use std::time::Duration;
 

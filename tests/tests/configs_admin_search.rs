@@ -4,6 +4,9 @@
 //! Admin, utilization and search run in both modes over real executions. Non-admin behaviour
 //! (config permissions, refusals, admin-only routes, permission-filtered search) runs with
 //! `access_control = jwt` and a gateway key the test generates.
+//!
+//! This file is long on purpose: it is one area's table of black-box cases, each a few lines
+//! over shared helpers at the top; splitting it would scatter the cases of one contract.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

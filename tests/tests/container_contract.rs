@@ -2,6 +2,9 @@
 //! container gets, binary messages, the results socket, synchronous messages, exit codes and
 //! failures (OOM, `max_run_time`, force quit), logs (streaming, truncation, bad UTF-8, stderr,
 //! expiry) and execution stats — all with the env-driven test actor `abaco-test/actor:latest`.
+//!
+//! This file is long on purpose: it is one area's table of black-box cases, each a few lines
+//! over shared helpers at the top; splitting it would scatter the cases of one contract.
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -8,6 +8,9 @@
 //! URLs) and nonces disappearing with their actor or alias. It is one file, over the usual
 //! length, because the three route families share their fixtures and every client-visible
 //! message is asserted verbatim.
+//!
+//! This file is long on purpose: it is one area's table of black-box cases, each a few lines
+//! over shared helpers at the top; splitting it would scatter the cases of one contract.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

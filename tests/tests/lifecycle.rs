@@ -3,6 +3,9 @@
 //! executions never abandoned), the workers routes, state, the one-execution-at-a-time rule of
 //! stateful actors, the mailbox, the executions summary and deletion. The core scenarios run in
 //! both modes.
+//!
+//! This file is long on purpose: it is one area's table of black-box cases, each a few lines
+//! over shared helpers at the top; splitting it would scatter the cases of one contract.
 
 use std::time::Duration;
 

@@ -3,6 +3,9 @@
 //! worker, `autoscaling = false` keeps one, `[spawner] max_workers_per_actor` caps actors without
 //! `max_workers`, health replaces dead workers, removes orphaned containers and enforces
 //! `worker_ttl`, and `GET /metrics` exposes mailbox, worker and execution metrics.
+//!
+//! This file is long on purpose: it is one area's table of black-box cases, each a few lines
+//! over shared helpers at the top; splitting it would scatter the cases of one contract.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
