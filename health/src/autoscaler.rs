@@ -61,6 +61,11 @@ pub async fn pass(ctx: &HealthContext) -> Result<Scaling, abaco_control::Control
             .iter()
             .filter(|w| w.actor_id == db_id && w.status.is_viable())
             .collect();
+        // An actor without workers gets its first one when a message arrives (and from health);
+        // only actors with workers can need more or fewer, so only their mailboxes are read.
+        if workers.is_empty() {
+            continue;
+        }
         let inbox = ctx
             .control
             .channels

@@ -65,6 +65,7 @@ pub async fn execute(
     };
     let configs = actor_configs(ctx, actor).await;
     let mut spec = container_spec(ctx, actor, worker, &message, access_token, &configs);
+    let memory_limit = spec.memory;
     spec.binds.extend(io.binds());
     let results_task = io.forward_results(ctx, &db_id, &eid);
     let container = match ctx.runtime.create(&spec).await {
@@ -132,6 +133,16 @@ pub async fn execute(
     let mut status_message = supervision.stopped_because.clone();
     if oom {
         status_message = Some("The container was killed: out of memory (mem_limit).".into());
+    } else if status_message.is_none() && exit_code == Some(137) {
+        // On cgroup v1 Docker does not always report OOMKilled; a SIGKILL nobody asked for
+        // under a memory limit is the kernel's OOM killer.
+        status_message = Some(match memory_limit {
+            Some(bytes) => format!(
+                "The container was killed with SIGKILL (exit code 137), most likely out of memory: its memory limit is {} MiB (mem_limit).",
+                bytes / (1024 * 1024)
+            ),
+            None => "The container was killed with SIGKILL (exit code 137).".into(),
+        });
     }
     let finish_time: Timestamp = now();
     let mut patch = Map::new();
