@@ -66,7 +66,7 @@ if ! wait "$build_pid"; then
 fi
 tail -1 "$BENCH_OUT/build.log"
 export ABACO_BIN="$BENCH_TMP/abaco-$profile"
-cp "$bin" "$ABACO_BIN"
+cp "$bin" "$ABACO_BIN.new" && mv -f "$ABACO_BIN.new" "$ABACO_BIN" # rename: a running old copy does not block it
 
 # --- 2. services, images, backends, load generators ----------------------------------------------
 say "starting services (scripts/services.sh)"
@@ -96,7 +96,9 @@ machine() {
 machine | tee "$BENCH_OUT/machine.txt"
 echo "binary: $profile ($(cd "$root" && git rev-parse --short HEAD 2>/dev/null)$(cd "$root" && git diff --quiet 2>/dev/null || echo '+uncommitted changes'))" |
   tee -a "$BENCH_OUT/machine.txt"
-rm -f "$BENCH_OUT"/{ingest,celery,exec,footprint,worker_start,store}.json
+for b in "${selected[@]}"; do # results of the benchmarks that run now; the others' stay
+  case "$b" in worker) rm -f "$BENCH_OUT/worker_start.json" ;; *) rm -f "$BENCH_OUT/$b.json" ;; esac
+done
 
 cd "$here"
 run() { # name, script, args...

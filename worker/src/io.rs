@@ -8,7 +8,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use tokio::net::UnixDatagram;
 use tokio::sync::oneshot;
@@ -93,12 +92,12 @@ impl ExecutionIo {
             let mut stopping = false;
             loop {
                 let received = if stopping {
-                    // Drain: whatever is already queued, then stop.
-                    match tokio::time::timeout(Duration::from_millis(100), socket.recv(&mut buf))
-                        .await
-                    {
-                        Ok(r) => r,
-                        Err(_) => return,
+                    // Drain what the container sent before it exited (already queued in the
+                    // socket), without waiting for more: nobody is left to send it.
+                    match socket.try_recv(&mut buf) {
+                        Ok(n) => Ok(n),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                        Err(e) => Err(e),
                     }
                 } else {
                     tokio::select! {
