@@ -66,14 +66,6 @@ const ACTORS: Param = Param {
     name: "actors",
     help: "List of actor IDs or aliases that should get this config/secret.",
 };
-const USER: Param = Param {
-    name: "user",
-    help: "User owning the permission.",
-};
-const LEVEL: Param = Param {
-    name: "level",
-    help: "Level of the permission: ('NONE', 'READ', 'EXECUTE', 'UPDATE')",
-};
 
 /// A config as stored. `value` is the `v1:` ciphertext when `is_secret`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -258,19 +250,7 @@ pub async fn add_config_permission(
         api.case,
         PERMISSION_PREFIX,
     )?;
-    let user = params.required_string(&USER, PERMISSION_PREFIX)?;
-    let level_name = params.required_string(&LEVEL, PERMISSION_PREFIX)?;
-    let level = PermissionLevel::parse(&level_name).ok_or_else(|| {
-        // The run of spaces is Abaco's, as on the actor and alias permission routes.
-        ApiError::bad(format!(
-            "Invalid permission level: {level_name}.             The valid values are ('NONE', 'READ', 'EXECUTE', 'UPDATE')"
-        ))
-    })?;
-    let perms = auth::grant(&api, &permission_key(&who, &config.name), &user, level).await?;
-    Ok(Reply::ok(
-        "Permission added successfully.",
-        Value::Object(perms),
-    ))
+    super::permissions::set(&api, &permission_key(&who, &config.name), &params).await
 }
 
 /// The storage key of a config: `"{tenant}_{name}"`.

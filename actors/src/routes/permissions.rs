@@ -84,7 +84,7 @@ async fn show(api: &Api, object: &str, what: &str) -> Result<Reply, ApiError> {
 }
 
 /// Sets `user`'s level on `object` from the request parameters; answers the whole map.
-async fn set(api: &Api, object: &str, params: &Params) -> Result<Reply, ApiError> {
+pub(super) async fn set(api: &Api, object: &str, params: &Params) -> Result<Reply, ApiError> {
     let user = params.required_string(&USER, PREFIX)?;
     let level_text = params.required_string(&LEVEL, PREFIX)?;
     let level = PermissionLevel::parse(&level_text).ok_or_else(|| {
