@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: installs and starts Docker, Redis, RabbitMQ and PostgreSQL on
-# loopback when missing (scripts/services.sh), builds the test images, then checks formatting,
+# loopback when missing (scripts/services.sh), builds the test images, starts a second Docker engine
+# (scripts/dockerd2.sh), then checks formatting,
 # lints and runs every test. With CI set, a test whose service is missing fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,9 @@ eval "$(bash scripts/services.sh)"
 
 step "test images"
 bash images/build.sh
+
+step "a second Docker engine (a second compute host)"
+eval "$(bash scripts/dockerd2.sh)"
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

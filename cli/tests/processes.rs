@@ -3,155 +3,14 @@
 //! killed and restarted, in the embedded mode and in the distributed mode (separate `abaco api`
 //! and `abaco spawner` processes over Redis, PostgreSQL and RabbitMQ).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use abaco_tests::{require_docker, temp_dir, unique, wait_for, Services};
-use serde_json::{json, Value};
+use abaco_tests::procs::{free_port, write_config, Client, Proc};
+use abaco_tests::{require_docker, temp_dir, unique, Services};
+use serde_json::json;
 
-/// A child process that is killed (SIGKILL) when dropped.
-struct Proc {
-    child: Child,
-    name: &'static str,
-}
-
-impl Proc {
-    fn start(name: &'static str, config: &Path, args: &[&str], log: &Path) -> Proc {
-        let out = std::fs::File::create(log).expect("log file");
-        let err = out.try_clone().expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_abaco"))
-            .arg("--config")
-            .arg(config)
-            .args(args)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start abaco {name}: {e}"));
-        Proc { child, name }
-    }
-
-    /// `kill -9`.
-    fn crash(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        eprintln!("killed -9: abaco {}", self.name);
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-struct Client {
-    base: String,
-    tenant: String,
-    http: reqwest::Client,
-}
-
-impl Client {
-    fn new(port: u16) -> Client {
-        Client {
-            base: format!("http://127.0.0.1:{port}"),
-            tenant: unique("E").to_ascii_uppercase(),
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> Option<Value> {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .header("tenant", &self.tenant)
-            .timeout(Duration::from_secs(10));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.ok()?;
-        if !resp.status().is_success() {
-            return None;
-        }
-        resp.json().await.ok()
-    }
-
-    async fn wait_up(&self) {
-        wait_for("the API to answer", Duration::from_secs(60), || async {
-            self.call(reqwest::Method::GET, "/actors", None).await
-        })
-        .await;
-    }
-
-    async fn register(&self, body: Value) -> String {
-        let env = self
-            .call(reqwest::Method::POST, "/actors", Some(body))
-            .await
-            .expect("actor registered");
-        env["result"]["id"].as_str().expect("id").to_string()
-    }
-
-    async fn send(&self, aid: &str, text: &str) -> String {
-        let env = self
-            .call(
-                reqwest::Method::POST,
-                &format!("/actors/{aid}/messages"),
-                Some(json!({ "message": text })),
-            )
-            .await
-            .expect("message accepted with a 200");
-        env["result"]["execution_id"]
-            .as_str()
-            .expect("eid")
-            .to_string()
-    }
-
-    async fn wait_complete(&self, aid: &str, eids: &[String], within: Duration) {
-        for eid in eids {
-            let path = format!("/actors/{aid}/executions/{eid}");
-            let execution = wait_for(&format!("execution {eid} to complete"), within, || async {
-                let env = self.call(reqwest::Method::GET, &path, None).await?;
-                let status = env["result"]["status"].as_str()?.to_string();
-                (status == "COMPLETE" || status == "ERROR").then(|| env["result"].clone())
-            })
-            .await;
-            assert_eq!(execution["status"], "COMPLETE", "{execution}");
-        }
-        let env = self
-            .call(
-                reqwest::Method::GET,
-                &format!("/actors/{aid}/executions"),
-                None,
-            )
-            .await
-            .expect("executions summary");
-        assert_eq!(
-            env["result"]["total_executions"],
-            eids.len(),
-            "one execution record per accepted message: {env}"
-        );
-    }
-}
-
-fn write_config(dir: &Path, body: &str) -> PathBuf {
-    let path = dir.join("abaco.conf");
-    std::fs::write(&path, body).expect("write config");
-    path
-}
+const ABACO: &str = env!("CARGO_BIN_EXE_abaco");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_messages_survive_kill_9_of_serve() {
@@ -168,7 +27,13 @@ async fn embedded_messages_survive_kill_9_of_serve() {
             unique("e2e-")
         ),
     );
-    let serve = Proc::start("serve", &config, &["serve"], &dir.join("serve-1.log"));
+    let serve = Proc::start(
+        ABACO.as_ref(),
+        "serve",
+        &config,
+        &["serve"],
+        &dir.join("serve-1.log"),
+    );
     let client = Client::new(port);
     client.wait_up().await;
     let aid = client
@@ -180,7 +45,13 @@ async fn embedded_messages_survive_kill_9_of_serve() {
     }
     // Every message got its 200; the process dies before (most of) them ran.
     serve.crash();
-    let _serve = Proc::start("serve", &config, &["serve"], &dir.join("serve-2.log"));
+    let _serve = Proc::start(
+        ABACO.as_ref(),
+        "serve",
+        &config,
+        &["serve"],
+        &dir.join("serve-2.log"),
+    );
     client.wait_up().await;
     client
         .wait_complete(&aid, &eids, Duration::from_secs(120))
@@ -208,8 +79,20 @@ async fn distributed_processes_run_and_survive_kill_9() {
             unique("e2e-")
         ),
     );
-    let api = Proc::start("api", &config, &["api"], &dir.join("api-1.log"));
-    let spawner = Proc::start("spawner", &config, &["spawner"], &dir.join("spawner-1.log"));
+    let api = Proc::start(
+        ABACO.as_ref(),
+        "api",
+        &config,
+        &["api"],
+        &dir.join("api-1.log"),
+    );
+    let spawner = Proc::start(
+        ABACO.as_ref(),
+        "spawner",
+        &config,
+        &["spawner"],
+        &dir.join("spawner-1.log"),
+    );
     let client = Client::new(port);
     client.wait_up().await;
     let aid = client
@@ -237,8 +120,20 @@ async fn distributed_processes_run_and_survive_kill_9() {
     .await
     .expect("an execution started running");
     spawner.crash();
-    let _spawner = Proc::start("spawner", &config, &["spawner"], &dir.join("spawner-2.log"));
-    let _api = Proc::start("api", &config, &["api"], &dir.join("api-2.log"));
+    let _spawner = Proc::start(
+        ABACO.as_ref(),
+        "spawner",
+        &config,
+        &["spawner"],
+        &dir.join("spawner-2.log"),
+    );
+    let _api = Proc::start(
+        ABACO.as_ref(),
+        "api",
+        &config,
+        &["api"],
+        &dir.join("api-2.log"),
+    );
     client.wait_up().await;
     for i in 0..2 {
         eids.push(client.send(&aid, &format!("after-{i}")).await);

@@ -5,6 +5,7 @@
 //! Services: when `CI` is set a missing service fails the test; otherwise the test prints why it
 //! did not run and passes, so a developer without RabbitMQ can still run the rest.
 
+pub mod procs;
 pub mod services;
 
 use std::future::Future;
@@ -24,7 +25,7 @@ use abaco_core::Config;
 use abaco_runtime::Runtime;
 use abaco_store::Store;
 
-pub use services::{require_docker, Services};
+pub use services::{require_docker, require_docker2, Services};
 
 /// A running platform for one test.
 pub struct TestApp {

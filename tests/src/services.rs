@@ -113,3 +113,34 @@ pub async fn require_docker() -> Option<Runtime> {
     );
     Some(runtime)
 }
+
+static DOCKER2: OnceCell<Option<String>> = OnceCell::const_new();
+
+/// A second Docker engine standing in for a second compute host (`scripts/dockerd2.sh` starts it
+/// and loads the test images into it): its `unix://` URL, or `None` outside CI when it cannot run.
+pub async fn require_docker2() -> Option<String> {
+    require_docker().await?;
+    let url = DOCKER2
+        .get_or_init(|| async {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/dockerd2.sh");
+            let out =
+                tokio::task::spawn_blocking(move || Command::new("bash").arg(script).output())
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok())?;
+            if !out.status.success() {
+                eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+                return None;
+            }
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .find_map(|l| l.strip_prefix("export ABACO_TEST_DOCKER2="))
+                .map(str::to_string)
+        })
+        .await
+        .clone();
+    if url.is_none() {
+        missing("a second Docker engine (scripts/dockerd2.sh)");
+    }
+    url
+}
