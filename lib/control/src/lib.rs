@@ -4,6 +4,10 @@
 
 pub mod tokens;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use abaco_channels::{ChannelError, Channels};
 use abaco_core::messages::{ClientReply, ClientRequest};
 use abaco_core::time::now;
@@ -57,16 +61,48 @@ pub enum Start {
     Replacing { repull: bool },
 }
 
+/// How long this process trusts that an actor it saw with a viable worker still has one. Within
+/// this window `ensure_one_worker` skips its store write (one per message otherwise); a worker that
+/// vanished inside it is replaced by the health agent, which requests workers for actors with
+/// queued messages.
+const VIABLE_FOR: Duration = Duration::from_millis(500);
+
 /// The store and channels together: what every component holds.
 #[derive(Clone)]
 pub struct Control {
     pub store: Store,
     pub channels: Channels,
+    /// Actors this process recently saw with a worker that is starting or serving.
+    viable: Arc<Mutex<HashMap<DbId, Instant>>>,
 }
 
 impl Control {
     pub fn new(store: Store, channels: Channels) -> Control {
-        Control { store, channels }
+        Control {
+            store,
+            channels,
+            viable: Arc::default(),
+        }
+    }
+
+    fn recently_viable(&self, db_id: &DbId) -> bool {
+        let viable = self.viable.lock().unwrap_or_else(|e| e.into_inner());
+        viable
+            .get(db_id)
+            .is_some_and(|seen| seen.elapsed() < VIABLE_FOR)
+    }
+
+    fn mark_viable(&self, db_id: &DbId) {
+        let mut viable = self.viable.lock().unwrap_or_else(|e| e.into_inner());
+        if viable.len() >= 10_000 {
+            viable.retain(|_, seen| seen.elapsed() < VIABLE_FOR);
+        }
+        viable.insert(db_id.clone(), Instant::now());
+    }
+
+    fn forget_viable(&self, db_id: &DbId) {
+        let mut viable = self.viable.lock().unwrap_or_else(|e| e.into_inner());
+        viable.remove(db_id);
     }
 
     /// Records a `REQUESTED` worker and asks the spawners of the actor's queue to start it.
@@ -80,13 +116,21 @@ impl Control {
     /// Requests a worker unless the actor already has one that is starting or serving. The check
     /// and the insert are one atomic store operation, so concurrent messages to an idle actor
     /// request exactly one worker (and a stateful actor never gets two).
+    /// Skips the store entirely when this process saw a viable worker of the actor within
+    /// `VIABLE_FOR`.
     pub async fn ensure_one_worker(&self, actor: &Actor) -> Result<Option<WorkerId>> {
+        let db_id = actor.db_id();
+        if self.recently_viable(&db_id) {
+            return Ok(None);
+        }
         let worker = Worker::requested(actor, WorkerId::generate(), now());
         if !self.store.insert_worker_unless_viable(&worker).await? {
+            self.mark_viable(&db_id);
             return Ok(None);
         }
         self.send_spawner_command(actor, &worker, Start::Additional)
             .await?;
+        self.mark_viable(&db_id);
         Ok(Some(worker.id))
     }
 
@@ -120,6 +164,7 @@ impl Control {
 
     /// Asks one worker to finish its in-flight execution and stop.
     pub async fn stop_worker(&self, db_id: &DbId, worker_id: &WorkerId, why: &str) -> Result<()> {
+        self.forget_viable(db_id);
         let mut extra = Map::new();
         extra.insert("status_message".into(), Value::String(why.into()));
         self.store

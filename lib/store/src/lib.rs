@@ -28,7 +28,7 @@ use serde_json::{Map, Value};
 pub use backend::{Kind, Merge, Page, Update, UpdateFn};
 
 /// Errors of the store. `Unavailable` means the backend could not be reached: callers may retry.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store backend unavailable: {0}")]
     Unavailable(String),

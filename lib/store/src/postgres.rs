@@ -7,6 +7,11 @@
 //! connect under a transaction-scoped advisory lock, so several processes may start at once.
 //! JSONB cannot hold the character U+0000: it is stored as U+FFFD (container logs may carry it).
 //!
+//! `put` is group-committed: concurrent puts wait in a queue and go to the server as one
+//! multi-row `INSERT ... SELECT FROM UNNEST(...)` (up to `PUT_BATCH` rows, at most
+//! `PUT_IN_FLIGHT` statements at once), so a burst of messages shares a few commits instead of
+//! paying one WAL flush each. A caller is answered once its row committed.
+//!
 //! `update` locks the row (`SELECT ... FOR UPDATE`) for the read-modify-write; when the row is
 //! absent it inserts with `ON CONFLICT DO NOTHING` and starts over if another writer got there
 //! first. `insert_unless_sibling` serialises on a transaction-scoped advisory lock per
@@ -18,6 +23,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::NoTls;
 
@@ -29,6 +35,22 @@ use crate::{Result, StoreError};
 pub(crate) struct Postgres {
     pool: Pool,
     shown_url: String,
+    puts: mpsc::UnboundedSender<PutJob>,
+}
+
+/// Most rows one batched `put` statement carries.
+const PUT_BATCH: usize = 500;
+
+/// Batched `put` statements in flight at once; the next batch gathers while they run.
+const PUT_IN_FLIGHT: usize = 4;
+
+/// One caller's `put`, waiting for its batch.
+struct PutJob {
+    kind: Kind,
+    key: String,
+    parent: String,
+    doc: Value,
+    answer: oneshot::Sender<Result<()>>,
 }
 
 /// Key of the advisory lock serialising schema creation across processes ("abacodoc").
@@ -69,7 +91,13 @@ impl Postgres {
             .wait_timeout(Some(Duration::from_secs(30)))
             .build()
             .map_err(|e| StoreError::Backend(format!("PostgreSQL pool for {shown_url}: {e}")))?;
-        let postgres = Postgres { pool, shown_url };
+        let (puts, queue) = mpsc::unbounded_channel();
+        tokio::spawn(put_loop(pool.clone(), shown_url.clone(), queue));
+        let postgres = Postgres {
+            pool,
+            shown_url,
+            puts,
+        };
         let client = postgres.client().await?;
         let lock = format!("BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} COMMIT;");
         client
@@ -87,6 +115,92 @@ impl Postgres {
             ))
         })
     }
+}
+
+/// Gathers waiting puts into batches and writes each batch with one statement; ends when the
+/// `Postgres` handle is gone.
+async fn put_loop(pool: Pool, shown_url: String, mut queue: mpsc::UnboundedReceiver<PutJob>) {
+    let in_flight = std::sync::Arc::new(Semaphore::new(PUT_IN_FLIGHT));
+    loop {
+        let Ok(permit) = std::sync::Arc::clone(&in_flight).acquire_owned().await else {
+            return;
+        };
+        let Some(first) = queue.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < PUT_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let (pool, shown_url) = (pool.clone(), shown_url.clone());
+        tokio::spawn(async move {
+            write_puts(&pool, &shown_url, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Writes a batch (split where a key repeats, since one statement may touch a row only once) and
+/// answers every caller. A batch that fails for a reason other than the server being unreachable
+/// is retried row by row, so one bad row fails alone.
+async fn write_puts(pool: &Pool, shown_url: &str, batch: Vec<PutJob>) {
+    let mut chunks: Vec<Vec<PutJob>> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for job in batch {
+        if !seen.insert((job.kind, job.key.clone())) || chunks.is_empty() {
+            seen.clear();
+            seen.insert((job.kind, job.key.clone()));
+            chunks.push(Vec::new());
+        }
+        if let Some(chunk) = chunks.last_mut() {
+            chunk.push(job);
+        }
+    }
+    for chunk in chunks {
+        let outcome = put_rows(pool, shown_url, &chunk).await;
+        match outcome {
+            Err(StoreError::Backend(_)) if chunk.len() > 1 => {
+                for job in chunk {
+                    let single = put_rows(pool, shown_url, std::slice::from_ref(&job)).await;
+                    let _ = job.answer.send(single);
+                }
+            }
+            outcome => {
+                for job in chunk {
+                    let _ = job.answer.send(outcome.clone());
+                }
+            }
+        }
+    }
+}
+
+/// Inserts or replaces `rows` (distinct keys) with one statement.
+async fn put_rows(pool: &Pool, shown_url: &str, rows: &[PutJob]) -> Result<()> {
+    let client = pool.get().await.map_err(|e| {
+        StoreError::Unavailable(format!(
+            "cannot get a PostgreSQL connection to {shown_url}: {e}"
+        ))
+    })?;
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO abaco_docs (kind, key, parent, doc)
+             SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::jsonb[])
+             ON CONFLICT (kind, key) DO UPDATE SET parent = EXCLUDED.parent, doc = EXCLUDED.doc",
+        )
+        .await
+        .map_err(|e| failure("put", e))?;
+    let kinds: Vec<&str> = rows.iter().map(|r| r.kind.name()).collect();
+    let keys: Vec<&str> = rows.iter().map(|r| r.key.as_str()).collect();
+    let parents: Vec<&str> = rows.iter().map(|r| r.parent.as_str()).collect();
+    let docs: Vec<&Value> = rows.iter().map(|r| &r.doc).collect();
+    client
+        .execute(&statement, &[&kinds, &keys, &parents, &docs])
+        .await
+        .map_err(|e| failure("put", e))?;
+    Ok(())
 }
 
 /// Lost connections and server shutdowns are `Unavailable` (retryable); the rest `Backend`.
@@ -168,20 +282,17 @@ impl Backend for Postgres {
     }
 
     async fn put(&self, kind: Kind, key: &str, parent: &str, doc: &Value) -> Result<()> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "INSERT INTO abaco_docs (kind, key, parent, doc) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (kind, key) DO UPDATE SET parent = EXCLUDED.parent, doc = EXCLUDED.doc",
-            )
-            .await
-            .map_err(|e| failure("put", e))?;
-        let doc = storable(doc);
-        client
-            .execute(&statement, &[&kind.name(), &key, &parent, doc.as_ref()])
-            .await
-            .map_err(|e| failure("put", e))?;
-        Ok(())
+        let (answer, answered) = oneshot::channel();
+        let job = PutJob {
+            kind,
+            key: key.to_string(),
+            parent: parent.to_string(),
+            doc: storable(doc).into_owned(),
+            answer,
+        };
+        let stopped = || StoreError::Unavailable("PostgreSQL put: the batch writer stopped".into());
+        self.puts.send(job).map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
     }
 
     async fn insert_new(&self, kind: Kind, key: &str, parent: &str, doc: &Value) -> Result<bool> {

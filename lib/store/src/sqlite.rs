@@ -3,31 +3,51 @@
 //! may drop the last few commits (never corrupting the file). It knows nothing of the typed
 //! records; it stores JSON documents under `(kind, key)`.
 //!
-//! One connection behind a mutex; every call runs on tokio's blocking pool. `seq` orders listings:
-//! it comes from a counter (loaded from `MAX(seq)` at open) on first insert and is kept on replace.
-//! `update` runs its function on the caller's task (it borrows, so it cannot move to the blocking
-//! pool): the blocking side opens the transaction, sends the current document over a channel and
-//! waits for the answer, so the read, the function and the write share one transaction.
+//! Writes are group-committed: one writer thread owns the write connection and runs every job
+//! that is waiting when it wakes inside one transaction, each job in its own savepoint (a failing
+//! job rolls back alone), then commits once and answers every caller. Under load, many requests
+//! share one commit instead of paying one each. Reads use a pool of read-only connections: a point
+//! read runs on the caller's thread (microseconds, no hand-off), listings and counts on the
+//! blocking pool. A caller is answered only after its commit, so it reads its own writes.
+//!
+//! `seq` orders listings: it comes from a counter (loaded from `MAX(seq)` at open) on first insert
+//! and is kept on replace. `update` runs its function on the caller's task (it borrows, so it
+//! cannot move to the writer): the writer sends the current document over a channel and waits for
+//! the answer, so the read, the function and the write share one transaction.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::{Map, Value};
 
 use crate::backend::{apply_patch, guard_holds, Backend, Kind, Merge, Page, Update, UpdateFn};
 use crate::{Result, StoreError};
 
-/// The embedded SQLite backend. Cheap to share: all state sits behind one `Arc`.
+/// Most jobs one transaction takes; the rest wait for the next commit.
+const MAX_BATCH: usize = 512;
+
+/// Read connections kept open for reuse.
+const MAX_IDLE_READERS: usize = 8;
+
+/// The embedded SQLite backend. Cheap to share: all state sits behind `Arc`s.
 pub(crate) struct Sqlite {
-    inner: Arc<Mutex<Inner>>,
+    jobs: mpsc::Sender<Job>,
+    readers: Arc<Readers>,
 }
 
-struct Inner {
-    conn: Connection,
-    /// The last `seq` handed out.
-    seq: i64,
+/// The answer of a job once its transaction committed (or failed to).
+type Finish = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+
+/// A write: runs inside the writer's transaction with the `seq` counter (or, given `None`, answers
+/// that no transaction could begin); says whether it succeeded, so a failure rolls back alone.
+type Job = Box<dyn FnOnce(Option<(&Connection, &mut i64)>) -> (bool, Finish) + Send>;
+
+/// Read-only connections to the store file, opened on demand and reused.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
 }
 
 const SCHEMA: &str = "
@@ -44,7 +64,7 @@ const SCHEMA: &str = "
 ";
 
 impl Sqlite {
-    /// Opens (creating when needed) `{dir}/store.sqlite3` and its schema.
+    /// Opens (creating when needed) `{dir}/store.sqlite3` and its schema, and starts the writer.
     pub fn open(dir: &Path) -> Result<Sqlite> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!(
@@ -76,45 +96,148 @@ impl Sqlite {
                 row.get(0)
             })
             .map_err(unavailable)?;
-        Ok(Sqlite {
-            inner: Arc::new(Mutex::new(Inner { conn, seq })),
-        })
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("abaco-store-writer".into())
+            .spawn(move || write_loop(conn, seq, queue))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
+        let readers = Arc::new(Readers {
+            path: path.clone(),
+            idle: Mutex::new(Vec::new()),
+        });
+        // Fail now, not on the first read, when the file cannot be read.
+        let first = readers.take().map_err(|e| match e {
+            Failure::Sql(e) => unavailable(e),
+            _ => StoreError::Unavailable(format!("SQLite {}", path.display())),
+        })?;
+        readers.give_back(first);
+        Ok(Sqlite { jobs, readers })
     }
 
-    /// Runs `f` with the connection on the blocking pool; `what` names the operation in errors.
-    async fn run<T, F>(&self, what: &'static str, f: F) -> Result<T>
+    /// Runs the write `f` in the writer's next transaction; answers once that committed.
+    async fn write<T, F>(&self, what: &'static str, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Inner) -> std::result::Result<T, Failure> + Send + 'static,
+        F: FnOnce(&Connection, &mut i64) -> std::result::Result<T, Failure> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        let joined = tokio::task::spawn_blocking(move || {
-            let mut guard = inner
-                .lock()
-                .map_err(|_| Failure::Other("the SQLite connection lock is poisoned".into()))?;
-            f(&mut guard)
-        })
-        .await;
-        match joined {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(Failure::Sql(e))) => Err(StoreError::Backend(format!("SQLite {what}: {e}"))),
-            Ok(Err(Failure::Other(e))) => Err(StoreError::Backend(format!("SQLite {what}: {e}"))),
-            Ok(Err(Failure::Corrupt(kind, key, cause))) => {
-                Err(StoreError::Corrupt { kind, key, cause })
-            }
-            Err(e) => Err(StoreError::Backend(format!(
-                "SQLite {what}: task failed: {e}"
-            ))),
-        }
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move |ctx| {
+            let outcome = match ctx {
+                Some((conn, seq)) => f(conn, seq),
+                None => Err(Failure::Other("no transaction could begin".into())),
+            };
+            let succeeded = outcome.is_ok();
+            let finish: Finish = Box::new(move |commit| {
+                let outcome = match commit {
+                    Ok(()) => outcome,
+                    Err(e) => Err(Failure::Other(format!("commit: {e}"))),
+                };
+                let _ = answer.send(outcome);
+            });
+            (succeeded, finish)
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| StoreError::Unavailable(format!("SQLite {what}: the writer stopped")))?;
+        let outcome = answered
+            .await
+            .map_err(|_| StoreError::Unavailable(format!("SQLite {what}: the writer stopped")))?;
+        outcome.map_err(|f| f.into_error(what))
+    }
+
+    /// Runs the read `f` on the blocking pool with a read connection.
+    async fn read<T, F>(&self, what: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, Failure> + Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || readers.with(f))
+            .await
+            .map_err(|e| StoreError::Backend(format!("SQLite {what}: task failed: {e}")))?
+            .map_err(|f| f.into_error(what))
     }
 }
 
+impl Readers {
+    fn take(&self) -> std::result::Result<Connection, Failure> {
+        if let Some(conn) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+        }
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> std::result::Result<T, Failure>,
+    ) -> std::result::Result<T, Failure> {
+        let conn = self.take()?;
+        let out = f(&conn);
+        self.give_back(conn);
+        out
+    }
+}
+
+/// The writer thread: takes every waiting job (up to `MAX_BATCH`), runs them in one transaction,
+/// each in a savepoint, commits, answers. Ends when every `Sqlite` handle is gone.
+fn write_loop(conn: Connection, mut seq: i64, queue: mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let cause = format!("begin: {e}");
+            for job in batch {
+                let (_, finish) = job(None);
+                finish(Err(cause.clone()));
+            }
+            continue;
+        }
+        let mut finishes = Vec::with_capacity(batch.len());
+        for job in batch {
+            let (succeeded, finish) = match conn.execute_batch("SAVEPOINT job") {
+                Ok(()) => job(Some((&conn, &mut seq))),
+                Err(e) => {
+                    let (_, finish) = job(None);
+                    finishes.push(finish);
+                    tracing::warn!(cause = %e, "SQLite store: savepoint failed");
+                    continue;
+                }
+            };
+            // A job that failed part-way rolls back alone; its answer carries its error.
+            if !succeeded || conn.execute_batch("RELEASE job").is_err() {
+                let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
+            }
+            finishes.push(finish);
+        }
+        let commit = conn.execute_batch("COMMIT").map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            e.to_string()
+        });
+        for finish in finishes {
+            finish(commit.clone());
+        }
+    }
+}
 /// The current document of a key, read inside a transaction.
-fn read_doc(
-    tx: &rusqlite::Transaction<'_>,
-    kind: Kind,
-    key: &str,
-) -> std::result::Result<Option<Value>, Failure> {
+fn read_doc(tx: &Connection, kind: Kind, key: &str) -> std::result::Result<Option<Value>, Failure> {
     let text: Option<String> = tx
         .prepare_cached("SELECT doc FROM docs WHERE kind = ?1 AND key = ?2")?
         .query_row(params![kind.name(), key], |row| row.get(0))
@@ -122,10 +245,9 @@ fn read_doc(
     text.map(|t| parse(kind, key, &t)).transpose()
 }
 
-/// Inserts a new document inside a transaction, drawing the next `seq` (committed by the caller
-/// into `Inner::seq` only once the transaction commits).
+/// Inserts a new document inside a transaction under `seq`.
 fn insert_doc(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     seq: i64,
     kind: Kind,
     key: &str,
@@ -160,6 +282,16 @@ enum Failure {
     Other(String),
 }
 
+impl Failure {
+    fn into_error(self, what: &str) -> StoreError {
+        match self {
+            Failure::Sql(e) => StoreError::Backend(format!("SQLite {what}: {e}")),
+            Failure::Other(e) => StoreError::Backend(format!("SQLite {what}: {e}")),
+            Failure::Corrupt(kind, key, cause) => StoreError::Corrupt { kind, key, cause },
+        }
+    }
+}
+
 impl From<rusqlite::Error> for Failure {
     fn from(e: rusqlite::Error) -> Self {
         Failure::Sql(e)
@@ -188,31 +320,28 @@ fn sql_limit(page: Page) -> (i64, i64) {
 #[async_trait]
 impl Backend for Sqlite {
     async fn get(&self, kind: Kind, key: &str) -> Result<Option<Value>> {
-        let key = key.to_string();
-        self.run("get", move |inner| {
-            let text: Option<String> = inner
-                .conn
-                .prepare_cached("SELECT doc FROM docs WHERE kind = ?1 AND key = ?2")?
-                .query_row(params![kind.name(), key], |row| row.get(0))
-                .optional()?;
-            text.map(|t| parse(kind, &key, &t)).transpose()
-        })
-        .await
+        // A point read takes microseconds: it runs here, without a hand-off to another thread.
+        self.readers
+            .with(|conn| {
+                let text: Option<String> = conn
+                    .prepare_cached("SELECT doc FROM docs WHERE kind = ?1 AND key = ?2")?
+                    .query_row(params![kind.name(), key], |row| row.get(0))
+                    .optional()?;
+                text.map(|t| parse(kind, key, &t)).transpose()
+            })
+            .map_err(|f| f.into_error("get"))
     }
 
     async fn put(&self, kind: Kind, key: &str, parent: &str, doc: &Value) -> Result<()> {
         let (key, parent, text) = (key.to_string(), parent.to_string(), encode(doc)?);
-        self.run("put", move |inner| {
-            let seq = inner.seq + 1;
-            inner
-                .conn
-                .prepare_cached(
-                    "INSERT INTO docs (kind, key, parent, seq, doc) VALUES (?1, ?2, ?3, ?4, ?5)
+        self.write("put", move |conn, seq| {
+            *seq += 1;
+            conn.prepare_cached(
+                "INSERT INTO docs (kind, key, parent, seq, doc) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (kind, key) DO UPDATE SET parent = excluded.parent,
                                                          doc = excluded.doc",
-                )?
-                .execute(params![kind.name(), key, parent, seq, text])?;
-            inner.seq = seq;
+            )?
+            .execute(params![kind.name(), key, parent, *seq, text])?;
             Ok(())
         })
         .await
@@ -220,18 +349,14 @@ impl Backend for Sqlite {
 
     async fn insert_new(&self, kind: Kind, key: &str, parent: &str, doc: &Value) -> Result<bool> {
         let (key, parent, text) = (key.to_string(), parent.to_string(), encode(doc)?);
-        self.run("insert", move |inner| {
-            let seq = inner.seq + 1;
-            let inserted = inner
-                .conn
+        self.write("insert", move |conn, seq| {
+            *seq += 1;
+            let inserted = conn
                 .prepare_cached(
                     "INSERT INTO docs (kind, key, parent, seq, doc) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (kind, key) DO NOTHING",
                 )?
-                .execute(params![kind.name(), key, parent, seq, text])?;
-            if inserted == 1 {
-                inner.seq = seq;
-            }
+                .execute(params![kind.name(), key, parent, *seq, text])?;
             Ok(inserted == 1)
         })
         .await
@@ -239,9 +364,8 @@ impl Backend for Sqlite {
 
     async fn delete(&self, kind: Kind, key: &str) -> Result<bool> {
         let key = key.to_string();
-        self.run("delete", move |inner| {
-            let n = inner
-                .conn
+        self.write("delete", move |conn, _| {
+            let n = conn
                 .prepare_cached("DELETE FROM docs WHERE kind = ?1 AND key = ?2")?
                 .execute(params![kind.name(), key])?;
             Ok(n > 0)
@@ -251,9 +375,8 @@ impl Backend for Sqlite {
 
     async fn delete_children(&self, kind: Kind, parent: &str) -> Result<u64> {
         let parent = parent.to_string();
-        self.run("delete children", move |inner| {
-            let n = inner
-                .conn
+        self.write("delete children", move |conn, _| {
+            let n = conn
                 .prepare_cached("DELETE FROM docs WHERE kind = ?1 AND parent = ?2")?
                 .execute(params![kind.name(), parent])?;
             Ok(n as u64)
@@ -269,10 +392,9 @@ impl Backend for Sqlite {
     ) -> Result<Vec<(String, Value)>> {
         let parent = parent.map(str::to_string);
         let (limit, offset) = sql_limit(page);
-        self.run("list", move |inner| {
+        self.read("list", move |conn| {
             let rows: Vec<(String, String)> = match &parent {
-                Some(parent) => inner
-                    .conn
+                Some(parent) => conn
                     .prepare_cached(
                         "SELECT key, doc FROM docs WHERE kind = ?1 AND parent = ?2
                          ORDER BY seq LIMIT ?3 OFFSET ?4",
@@ -281,8 +403,7 @@ impl Backend for Sqlite {
                         Ok((row.get(0)?, row.get(1)?))
                     })?
                     .collect::<rusqlite::Result<_>>()?,
-                None => inner
-                    .conn
+                None => conn
                     .prepare_cached(
                         "SELECT key, doc FROM docs WHERE kind = ?1
                          ORDER BY seq LIMIT ?2 OFFSET ?3",
@@ -304,14 +425,12 @@ impl Backend for Sqlite {
 
     async fn count(&self, kind: Kind, parent: Option<&str>) -> Result<u64> {
         let parent = parent.map(str::to_string);
-        self.run("count", move |inner| {
+        self.read("count", move |conn| {
             let n: i64 = match &parent {
-                Some(parent) => inner
-                    .conn
+                Some(parent) => conn
                     .prepare_cached("SELECT COUNT(*) FROM docs WHERE kind = ?1 AND parent = ?2")?
                     .query_row(params![kind.name(), parent], |row| row.get(0))?,
-                None => inner
-                    .conn
+                None => conn
                     .prepare_cached("SELECT COUNT(*) FROM docs WHERE kind = ?1")?
                     .query_row(params![kind.name()], |row| row.get(0))?,
             };
@@ -335,10 +454,7 @@ impl Backend for Sqlite {
             )
         });
         let patch = patch.clone();
-        self.run("merge", move |inner| {
-            let tx = inner
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write("merge", move |tx, _| {
             let text: Option<String> = tx
                 .prepare_cached("SELECT doc FROM docs WHERE kind = ?1 AND key = ?2")?
                 .query_row(params![kind.name(), key], |row| row.get(0))
@@ -362,7 +478,6 @@ impl Backend for Sqlite {
                 serde_json::to_string(&doc).map_err(|e| Failure::Other(e.to_string()))?;
             tx.prepare_cached("UPDATE docs SET doc = ?3 WHERE kind = ?1 AND key = ?2")?
                 .execute(params![kind.name(), key, new_text])?;
-            tx.commit()?;
             Ok(Merge::Applied(doc))
         })
         .await
@@ -378,12 +493,8 @@ impl Backend for Sqlite {
         let (key, parent) = (key.to_string(), parent.to_string());
         let (current_tx, current_rx) = tokio::sync::oneshot::channel::<Option<Value>>();
         let (next_tx, next_rx) = tokio::sync::oneshot::channel::<Option<Value>>();
-        let transaction = self.run("update", move |inner| {
-            let seq = inner.seq + 1;
-            let tx = inner
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let current = read_doc(&tx, kind, &key)?;
+        let transaction = self.write("update", move |tx, seq| {
+            let current = read_doc(tx, kind, &key)?;
             current_tx
                 .send(current.clone())
                 .map_err(|_| Failure::Other("the caller went away".into()))?;
@@ -395,9 +506,9 @@ impl Backend for Sqlite {
                 return Ok(Update::Unchanged(current));
             };
             let text = to_text(&next)?;
-            let inserted = current.is_none();
-            if inserted {
-                if !insert_doc(&tx, seq, kind, &key, &parent, &text)? {
+            if current.is_none() {
+                *seq += 1;
+                if !insert_doc(tx, *seq, kind, &key, &parent, &text)? {
                     return Err(Failure::Other(
                         "the row appeared inside the transaction".into(),
                     ));
@@ -405,10 +516,6 @@ impl Backend for Sqlite {
             } else {
                 tx.prepare_cached("UPDATE docs SET doc = ?3 WHERE kind = ?1 AND key = ?2")?
                     .execute(params![kind.name(), key, text])?;
-            }
-            tx.commit()?;
-            if inserted {
-                inner.seq = seq;
             }
             Ok(Update::Written(next))
         });
@@ -433,11 +540,7 @@ impl Backend for Sqlite {
     ) -> Result<bool> {
         let (key, parent, text) = (key.to_string(), parent.to_string(), encode(doc)?);
         let (field, blocking) = (field.to_string(), owned_values(blocking));
-        self.run("insert unless sibling", move |inner| {
-            let seq = inner.seq + 1;
-            let tx = inner
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        self.write("insert unless sibling", move |tx, seq| {
             let siblings: Vec<(String, String)> = tx
                 .prepare_cached("SELECT key, doc FROM docs WHERE kind = ?1 AND parent = ?2")?
                 .query_map(params![kind.name(), parent], |row| {
@@ -451,12 +554,8 @@ impl Backend for Sqlite {
                     return Ok(false);
                 }
             }
-            if !insert_doc(&tx, seq, kind, &key, &parent, &text)? {
-                return Ok(false);
-            }
-            tx.commit()?;
-            inner.seq = seq;
-            Ok(true)
+            *seq += 1;
+            insert_doc(tx, *seq, kind, &key, &parent, &text)
         })
         .await
     }
@@ -464,11 +563,8 @@ impl Backend for Sqlite {
     async fn delete_guarded(&self, kind: Kind, key: &str, guard: (&str, &[&str])) -> Result<bool> {
         let key = key.to_string();
         let (field, allowed) = (guard.0.to_string(), owned_values(guard.1));
-        self.run("guarded delete", move |inner| {
-            let tx = inner
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let Some(doc) = read_doc(&tx, kind, &key)? else {
+        self.write("guarded delete", move |tx, _| {
+            let Some(doc) = read_doc(tx, kind, &key)? else {
                 return Ok(false);
             };
             if !guard_holds(&doc, Some((&field, &borrowed(&allowed)))) {
@@ -476,7 +572,6 @@ impl Backend for Sqlite {
             }
             tx.prepare_cached("DELETE FROM docs WHERE kind = ?1 AND key = ?2")?
                 .execute(params![kind.name(), key])?;
-            tx.commit()?;
             Ok(true)
         })
         .await
