@@ -198,6 +198,13 @@ pub fn content_type(headers: &HeaderMap) -> String {
 }
 
 /// Decodes `a=1&b=two+words` pairs (percent-decoding, `+` as space).
+/// A paging parameter (`skip`, `limit`, `offset`): a non-negative integer; the error names it.
+pub fn non_negative(name: &str, value: &str) -> Result<usize, String> {
+    value.trim().parse::<usize>().map_err(|_| {
+        format!("Invalid {name} parameter: {value:?}; it must be a non-negative integer.")
+    })
+}
+
 pub fn parse_urlencoded(input: &str) -> Vec<(String, String)> {
     input
         .split('&')

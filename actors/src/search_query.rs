@@ -17,6 +17,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone, Utc};
 use serde_json::Value;
 
 use crate::case::Case;
+use crate::params::non_negative as count;
 
 mod pattern;
 
@@ -164,12 +165,6 @@ impl Query {
         let found = |needle: &String| strings.iter().any(|s| s.contains(needle.as_str()));
         self.words.iter().all(found) && self.phrases.iter().all(found)
     }
-}
-
-fn count(name: &str, value: &str) -> Result<usize, String> {
-    value.trim().parse::<usize>().map_err(|_| {
-        format!("Invalid {name} parameter: {value:?}; it must be a non-negative integer.")
-    })
 }
 
 fn collect_strings(value: &Value, out: &mut Vec<String>) {

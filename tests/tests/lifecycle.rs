@@ -978,6 +978,38 @@ async fn executions_summary_totals_and_order() {
         format!("{api}/actors/v2/{aid}/executions"),
         "{s}"
     );
+    // Paging windows the list; the totals still cover every execution.
+    for (query, expected) in [
+        ("limit=2", &eids[..2]),
+        ("limit=2&offset=2", &eids[2..]),
+        ("skip=1&limit=1", &eids[1..2]),
+        ("offset=5", &eids[3..]),
+        ("limit=0", &eids[..0]),
+    ] {
+        let (status, paged) = app.get(&format!("/actors/{aid}/executions?{query}")).await;
+        assert_eq!(status, StatusCode::OK, "{query}: {paged}");
+        let ids: Vec<String> = paged["result"]["executions"]
+            .as_array()
+            .expect("executions")
+            .iter()
+            .map(id_of)
+            .collect();
+        assert_eq!(ids, expected, "{query}: {paged}");
+        for total in ["total_executions", "total_runtime", "total_cpu", "total_io"] {
+            assert_eq!(paged["result"][total], s[total], "{query} {total}: {paged}");
+        }
+    }
+    for query in ["limit=-1", "offset=x", "skip=1.5"] {
+        let (status, body) = app.get(&format!("/actors/{aid}/executions?{query}")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("non-negative integer"),
+            "{query}: {body}"
+        );
+    }
     app.stop().await;
 }
 

@@ -163,6 +163,17 @@ pub async fn execute(
     );
     patch.insert("status_message".into(), json!(status_message));
     let _ = store.update_execution(&db_id, &eid, patch).await;
+    if let Err(err) = store
+        .add_execution_totals(
+            &db_id,
+            supervision.stats.cpu_ns as i64,
+            supervision.stats.io_bytes as i64,
+            runtime_secs as i64,
+        )
+        .await
+    {
+        tracing::warn!(actor_id = %db_id, execution_id = %eid, cause = %err, "could not add the execution to its actor's totals");
+    }
     record_metrics(ctx, ExecutionStatus::Complete, started.elapsed()).await;
     let mut extra = Map::new();
     extra.insert("execution_id".into(), json!(eid.as_str()));
@@ -418,22 +429,18 @@ async fn fail(
 async fn record_metrics(ctx: &WorkerContext, status: ExecutionStatus, took: Duration) {
     use abaco_core::metrics as layout;
     let store = &ctx.control.store;
+    let status_field = layout::status_field(status);
+    let bucket = layout::bucket_of(took.as_secs_f64());
     let mut fields = vec![
-        (layout::status_field(status), 1),
-        (layout::COUNT.to_string(), 1),
-        (layout::SUM_MS.to_string(), took.as_millis() as i64),
+        (status_field.as_str(), 1),
+        (layout::COUNT, 1),
+        (layout::SUM_MS, took.as_millis() as i64),
     ];
-    if let Some(bucket) = layout::bucket_of(took.as_secs_f64()) {
-        fields.push((bucket, 1));
+    if let Some(bucket) = &bucket {
+        fields.push((bucket.as_str(), 1));
     }
-    for (field, by) in fields {
-        if let Err(err) = store
-            .increment_counter(layout::EXECUTIONS, &field, by)
-            .await
-        {
-            tracing::warn!(cause = %err, "could not update execution metrics");
-            return;
-        }
+    if let Err(err) = store.increment_counters(layout::EXECUTIONS, &fields).await {
+        tracing::warn!(cause = %err, "could not update execution metrics");
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value};
@@ -16,37 +16,36 @@ use abaco_core::PermissionLevel;
 use super::load_actor;
 use crate::case;
 use crate::identity::Identity;
+use crate::params::{non_negative, parse_urlencoded};
 use crate::reply::{ApiError, Reply};
 use crate::{wire, Api};
 
+/// Abaco's summary: every execution in arrival order with the actor's totals. `limit` and
+/// `offset` (or `skip`) page the `executions` list; the totals always cover every execution and
+/// come from counters kept as executions finish, so a page costs the same at any size.
 pub async fn list_executions(
     State(api): State<Api>,
     who: Identity,
     Path(actor_id): Path<String>,
+    RawQuery(query): RawQuery,
 ) -> Result<Reply, ApiError> {
+    let page = page_of(query.as_deref())?;
     let actor = load_actor(&api, &who, &actor_id, PermissionLevel::Read).await?;
-    let executions = api
-        .control
-        .store
-        .executions_of(&actor.db_id(), Page::all())
-        .await?;
+    let db_id = actor.db_id();
+    let store = &api.control.store;
+    let (executions, total, totals) = tokio::try_join!(
+        store.executions_of(&db_id, page),
+        store.count_executions(&db_id),
+        store.execution_totals(&db_id),
+    )?;
     let mut m = Map::new();
     m.insert("actor_id".into(), json!(actor.id.as_str()));
     m.insert("api_server".into(), json!(actor.api_server));
     m.insert("owner".into(), json!(actor.owner));
-    m.insert("total_executions".into(), json!(executions.len()));
-    m.insert(
-        "total_cpu".into(),
-        json!(executions.iter().map(|e| e.cpu).sum::<i64>()),
-    );
-    m.insert(
-        "total_io".into(),
-        json!(executions.iter().map(|e| e.io).sum::<i64>()),
-    );
-    m.insert(
-        "total_runtime".into(),
-        json!(executions.iter().map(|e| e.runtime).sum::<i64>()),
-    );
+    m.insert("total_executions".into(), json!(total));
+    m.insert("total_cpu".into(), json!(totals.cpu));
+    m.insert("total_io".into(), json!(totals.io));
+    m.insert("total_runtime".into(), json!(totals.runtime));
     m.insert(
         "executions".into(),
         Value::Array(
@@ -61,6 +60,23 @@ pub async fn list_executions(
         "Actor executions retrieved successfully.",
         case::model(api.case, m),
     ))
+}
+
+/// The window of `GET .../executions`: everything unless `limit`/`offset`/`skip` say otherwise.
+fn page_of(query: Option<&str>) -> Result<Page, ApiError> {
+    let mut offset = 0;
+    let mut limit = None;
+    for (key, value) in parse_urlencoded(query.unwrap_or("")) {
+        match key.as_str() {
+            "offset" | "skip" => offset = non_negative(&key, &value).map_err(ApiError::bad)?,
+            "limit" => limit = Some(non_negative(&key, &value).map_err(ApiError::bad)?),
+            _ => {}
+        }
+    }
+    Ok(Page {
+        offset: offset as u64,
+        limit: limit.map(|l| l as u64),
+    })
 }
 
 async fn load_execution(

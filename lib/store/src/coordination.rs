@@ -37,6 +37,21 @@ impl Store {
     /// counters start at 0) and returns the new value. Fails, changing nothing, when the field
     /// holds something other than an integer or the sum overflows.
     pub async fn increment_counter(&self, name: &str, field: &str, by: i64) -> Result<i64> {
+        let fields = self.increment_counters(name, &[(field, by)]).await?;
+        fields
+            .get(field)
+            .and_then(Value::as_i64)
+            .ok_or_else(|| StoreError::Backend(format!("counter {name}: {field} was not written")))
+    }
+
+    /// Atomically adds each `(field, by)` to the counter `name`, all or none; returns every field
+    /// of the counter afterwards. Fails, changing nothing, when a field holds something other
+    /// than an integer or a sum overflows.
+    pub async fn increment_counters(
+        &self,
+        name: &str,
+        increments: &[(&str, i64)],
+    ) -> Result<Map<String, Value>> {
         let key = counter_key(name);
         let add = |current: Option<&Value>| -> Option<Value> {
             let mut fields = match current {
@@ -44,26 +59,36 @@ impl Store {
                 Some(Value::Object(fields)) => fields.clone(),
                 Some(_) => return None,
             };
-            let sum = match fields.get(field) {
-                None => by,
-                Some(value) => value.as_i64()?.checked_add(by)?,
-            };
-            fields.insert(field.to_string(), Value::from(sum));
+            for (field, by) in increments {
+                let sum = match fields.get(*field) {
+                    None => *by,
+                    Some(value) => value.as_i64()?.checked_add(*by)?,
+                };
+                fields.insert(field.to_string(), Value::from(sum));
+            }
             Some(Value::Object(fields))
         };
         match self.0.update(Kind::Meta, &key, COUNTERS, &add).await? {
-            Update::Written(doc) => doc.get(field).and_then(Value::as_i64).ok_or_else(|| {
-                StoreError::Backend(format!("counter {name}: {field} was not written"))
+            Update::Written(Value::Object(fields)) => Ok(fields),
+            Update::Written(other) => Err(StoreError::Corrupt {
+                kind: Kind::Meta.name(),
+                key,
+                cause: format!("a counter is an object, not {other}"),
             }),
             Update::Unchanged(doc) => Err(StoreError::Corrupt {
                 kind: Kind::Meta.name(),
                 key,
                 cause: format!(
-                    "cannot add {by} to field {field} of {}",
+                    "cannot add {increments:?} to {}",
                     doc.unwrap_or(Value::Null)
                 ),
             }),
         }
+    }
+
+    /// Deletes the counter `name`; whether it existed.
+    pub async fn delete_counter(&self, name: &str) -> Result<bool> {
+        self.0.delete(Kind::Meta, &counter_key(name)).await
     }
 
     /// Every field of the counter `name` (empty when it was never incremented).

@@ -44,6 +44,14 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Resource use summed over an actor's finished executions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecutionTotals {
+    pub cpu: i64,
+    pub io: i64,
+    pub runtime: i64,
+}
+
 /// The outcome of a guarded worker status change.
 #[derive(Debug, PartialEq)]
 pub enum Transition {
@@ -340,9 +348,43 @@ impl Store {
     }
 
     pub async fn delete_executions_of(&self, db_id: &DbId) -> Result<u64> {
+        self.delete_counter(&Self::totals_counter(db_id)).await?;
         self.0
             .delete_children(Kind::Executions, db_id.as_str())
             .await
+    }
+
+    fn totals_counter(db_id: &DbId) -> String {
+        format!("executions:{db_id}")
+    }
+
+    /// Adds a finished execution's resource use to its actor's running totals, so the summary
+    /// of `GET .../executions` never has to read every execution.
+    pub async fn add_execution_totals(
+        &self,
+        db_id: &DbId,
+        cpu: i64,
+        io: i64,
+        runtime: i64,
+    ) -> Result<()> {
+        self.increment_counters(
+            &Self::totals_counter(db_id),
+            &[("cpu", cpu), ("io", io), ("runtime", runtime)],
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The running totals of an actor's finished executions (`ExecutionTotals::default()` when
+    /// none finished yet).
+    pub async fn execution_totals(&self, db_id: &DbId) -> Result<ExecutionTotals> {
+        let fields = self.counters(&Self::totals_counter(db_id)).await?;
+        let field = |name: &str| fields.get(name).and_then(Value::as_i64).unwrap_or(0);
+        Ok(ExecutionTotals {
+            cpu: field("cpu"),
+            io: field("io"),
+            runtime: field("runtime"),
+        })
     }
 
     // ---- logs ---------------------------------------------------------------------------------
