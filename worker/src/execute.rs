@@ -168,7 +168,7 @@ pub async fn execute(
             &db_id,
             supervision.stats.cpu_ns as i64,
             supervision.stats.io_bytes as i64,
-            runtime_secs as i64,
+            runtime_secs,
         )
         .await
     {
