@@ -7,11 +7,15 @@ use serde::{Deserialize, Serialize};
 
 const HASHID_SALT: &str = "eJa5wZlEX4eWU";
 
-fn hasher() -> harsh::Harsh {
-    harsh::Harsh::builder()
-        .salt(HASHID_SALT)
-        .build()
-        .expect("static hashid configuration is valid")
+/// The encoder, built once (building it shuffles the alphabet: costly on every id).
+fn hasher() -> &'static harsh::Harsh {
+    static HASHER: std::sync::OnceLock<harsh::Harsh> = std::sync::OnceLock::new();
+    HASHER.get_or_init(|| {
+        harsh::Harsh::builder()
+            .salt(HASHID_SALT)
+            .build()
+            .expect("static hashid configuration is valid")
+    })
 }
 
 /// A fresh hashid: 12–13 characters of `[a-zA-Z0-9]`.
