@@ -3,17 +3,16 @@ and GET .../executions/{id} with many actors and executions stored, both backend
 
 The store cannot be filled from outside except through the API, so the rows are made the way
 users make them: BENCH_STORE_ACTORS actors (POST /actors, default 10,000) and
-BENCH_STORE_EXECUTIONS executions (POST .../messages, default 100,000: one "big" actor gets
+BENCH_STORE_EXECUTIONS executions (POST .../messages, default 1,000,000: one "big" actor gets
 BENCH_STORE_BIG of them, default 10,000, the rest are spread over 100 actors), sent by an
 aiohttp client at concurrency 32 with no worker running (the mailboxes are purged afterwards,
-the execution records stay). The issue asks for 1,000,000 executions; the default is reduced
-to fit the run in minutes, and the figures say which size they were taken at.
+the execution records stay). The figures say which size they were taken at.
 
 Reads are sequential on one keep-alive connection: 1,000 GET /actors/{id} over random actors,
-500 GET .../executions/{id} on the big actor, 200 GET .../executions of a 1/100 actor, and
-BENCH_STORE_BIG_LISTS (default 20) GET .../executions of the big actor. Note: the listing
-route returns every execution of the actor (it has no paging), so its cost grows with the
-actor's execution count.
+500 GET .../executions/{id} on the big actor, 200 paged listings (`?limit=100`) of a 1/100
+actor and 200 of the big actor at random offsets, then a few unpaged listings (Abaco's shape:
+every execution of the actor; BENCH_STORE_BIG_LISTS, default 10 each), whose cost grows with
+the actor's execution count.
 
 Usage: python bench/store_scale.py [embedded] [distributed]   -> bench/out/store.json
 """
@@ -29,9 +28,9 @@ import aiohttp
 from benchlib import Abaco, Api, log, save, summary
 
 ACTORS = int(os.environ.get("BENCH_STORE_ACTORS", "10000"))
-EXECS = int(os.environ.get("BENCH_STORE_EXECUTIONS", "100000"))
+EXECS = int(os.environ.get("BENCH_STORE_EXECUTIONS", "1000000"))
 BIG = min(EXECS, int(os.environ.get("BENCH_STORE_BIG", "10000")))
-BIG_LISTS = int(os.environ.get("BENCH_STORE_BIG_LISTS", "20"))
+BIG_LISTS = int(os.environ.get("BENCH_STORE_BIG_LISTS", "10"))
 MEDIUM = 100
 CONC = 32
 PORTS = {"embedded": 8136, "distributed": 8137}
@@ -104,11 +103,17 @@ def run_mode(mode):
             "get_actor": timed(api, [f"/actors/{rnd.choice(actors)}" for _ in range(1000)]),
             "get_execution": timed(api, [f"/actors/{big}/executions/{rnd.choice(eids[:BIG])}"
                                          for _ in range(500)]),
+            "list_executions_medium_paged": timed(
+                api, [f"/actors/{rnd.choice(medium)}/executions?limit=100" for _ in range(200)]),
+            "list_executions_big_paged": timed(
+                api, [f"/actors/{big}/executions?limit=100&offset={rnd.randrange(BIG)}"
+                      for _ in range(200)]),
             "list_executions_medium": timed(api, [f"/actors/{rnd.choice(medium)}/executions"
-                                                  for _ in range(200)]),
+                                                  for _ in range(BIG_LISTS)]),
             "list_executions_big": timed(api, [f"/actors/{big}/executions"] * BIG_LISTS),
         }
-        for k in ("get_actor", "get_execution", "list_executions_medium", "list_executions_big"):
+        for k in ("get_actor", "get_execution", "list_executions_medium_paged",
+                  "list_executions_big_paged", "list_executions_medium", "list_executions_big"):
             log(f"{mode} {k}: p50 {res[k]['p50_ms']:.2f} ms  p99 {res[k]['p99_ms']:.2f} ms")
         api.close()
     return res

@@ -87,12 +87,20 @@ def main():
             size = f"{r['actors']:,} actors / {r['executions']:,} execs"
             for k, label in (("get_actor", "GET /actors/{id}"),
                              ("get_execution", "GET .../executions/{id}"),
+                             ("list_executions_medium_paged",
+                              f"GET .../executions?limit=100 ({r['medium_actor_executions']:,} rows)"),
+                             ("list_executions_big_paged",
+                              f"GET .../executions?limit=100&offset=random ({r['big_actor_executions']:,} rows)"),
                              ("list_executions_medium",
-                              f"GET .../executions ({r['medium_actor_executions']:,} rows)"),
+                              f"GET .../executions unpaged ({r['medium_actor_executions']:,} rows)"),
                              ("list_executions_big",
-                              f"GET .../executions ({r['big_actor_executions']:,} rows)")):
+                              f"GET .../executions unpaged ({r['big_actor_executions']:,} rows)")):
+                if k not in r:
+                    continue
+                paged = k in ("get_actor", "get_execution") or k.endswith("_paged")
                 row(f"store {mode} {label}", f"p50 {r[k]['p50_ms']:.2f} ms p99 {r[k]['p99_ms']:.2f} ms",
-                    size, "", "p99 <= 10 ms (at 10k/1M)", r[k]["p99_ms"] <= 10)
+                    size, "", "p99 <= 10 ms (at 10k/1M)" if paged else "(not a target: every row)",
+                    r[k]["p99_ms"] <= 10 if paged else "")
 
     head = ("benchmark", "figure", "baseline (same run)", "ratio", "target (issue 6)", "met")
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
