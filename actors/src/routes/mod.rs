@@ -184,19 +184,17 @@ pub async fn load_actor(
     needed: PermissionLevel,
 ) -> Result<Actor, ApiError> {
     let db_id = resolve_db_id(api, who, identifier).await?;
-    let actor = api
-        .control
-        .store
-        .actor(&db_id)
-        .await?
+    // Two independent reads (Redis and PostgreSQL when distributed): one round trip, not two.
+    let (actor, level) = tokio::join!(
+        api.control.store.actor(&db_id),
+        auth::level_of(api, who, db_id.as_str()),
+    );
+    let actor = actor?
         .ok_or_else(|| ApiError::not_found(format!("No actor found with id: {identifier}.")))?;
-    auth::require(
-        api,
-        who,
-        db_id.as_str(),
-        needed,
-        "Not authorized -- you do not have access to this actor.",
-    )
-    .await?;
+    if level? < needed {
+        return Err(ApiError::bad(
+            "Not authorized -- you do not have access to this actor.",
+        ));
+    }
     Ok(actor)
 }
