@@ -3,6 +3,8 @@
 # on their own ports and directories, so restarting them disturbs nobody else's tests (the shared
 # services of scripts/services.sh are never touched).
 #   scripts/fault-services.sh start               start every service that is not up; print the env
+#   scripts/fault-services.sh fresh               stop them, delete their data, start them (the
+#                                                 suite starts from empty stores and queues)
 #   scripts/fault-services.sh stop                stop them all
 #   scripts/fault-services.sh restart SERVICE     SERVICE: redis | postgres | rabbitmq | docker
 # Restarts are crash-like where the service allows it: Redis gets SIGKILL (its append-only file is
@@ -118,8 +120,7 @@ rabbit_stop() {
 # --- Docker --------------------------------------------------------------------------------------
 docker_ctl() { ABACO_DOCKERD_NAME=$docker_name bash scripts/dockerd2.sh "$1" >/dev/null; }
 
-case "${1:-start}" in
-  start)
+start_all() {
     mkdir -p "$dir"
     chmod 755 "$dir"
     redis_start
@@ -127,13 +128,25 @@ case "${1:-start}" in
     rabbit_start
     docker_ctl start
     log "up under $dir"
-    ;;
-  stop)
+}
+
+stop_all() {
     redis_stop
     pg_stop fast
     rabbit_stop
-    docker_ctl stop
+}
+
+case "${1:-start}" in
+  start) start_all ;;
+  fresh)
+    stop_all
+    rm -rf "$dir/redis" "$dir/pg" "$dir/rabbit"
+    start_all
+    # The private engine is nobody else's: its containers are leftovers of an earlier run.
+    ids=$(docker -H "unix:///var/run/$docker_name.sock" ps -aq)
+    [ -z "$ids" ] || docker -H "unix:///var/run/$docker_name.sock" rm -f $ids >/dev/null
     ;;
+  stop) stop_all && docker_ctl stop ;;
   restart)
     case "${2:-}" in
       redis) redis_crash && redis_start ;;
