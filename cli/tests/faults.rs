@@ -249,6 +249,8 @@ struct Suite {
     stop_load: CancellationToken,
     /// Accepted executions seen in a final status, with that status.
     finals: HashMap<String, String>,
+    /// Accepted executions already counted as lost (counted once, in the phase that lost them).
+    lost: HashSet<String>,
     rows: Vec<Row>,
     /// Records beyond those explained by accepted and failed sends, after the last phase.
     extra_records: usize,
@@ -297,6 +299,7 @@ impl Suite {
             ledger: Arc::new(Mutex::new(Ledger::default())),
             stop_load: CancellationToken::new(),
             finals: HashMap::new(),
+            lost: HashSet::new(),
             rows: Vec::new(),
             extra_records: 0,
         };
@@ -479,7 +482,7 @@ impl Suite {
         };
         let deadline = Instant::now() + SETTLE_WITHIN;
         for a in &accepted {
-            if self.finals.contains_key(&a.eid) {
+            if self.finals.contains_key(&a.eid) || self.lost.contains(&a.eid) {
                 continue;
             }
             let mut last = Value::Null;
@@ -519,6 +522,9 @@ impl Suite {
                     "{} (phase {}) not final after {SETTLE_WITHIN:?}: {}",
                     a.eid, a.phase, last["status"]
                 )),
+            }
+            if !self.finals.contains_key(&a.eid) {
+                self.lost.insert(a.eid.clone());
             }
         }
         let extra = self.extra_records(&accepted).await;

@@ -32,7 +32,8 @@ pub enum Outcome {
     Complete,
     /// The execution reached `ERROR` (its record says why).
     Failed,
-    /// The platform could not run it now (the container runtime is unreachable); requeue.
+    /// The platform could not run it now (the container runtime is unreachable) or could not
+    /// record its final status (the store is unreachable); requeue.
     Requeue,
 }
 
@@ -162,7 +163,9 @@ pub async fn execute(
             .unwrap_or_else(|| json!({"unavailable": true})),
     );
     patch.insert("status_message".into(), json!(status_message));
-    let _ = store.update_execution(&db_id, &eid, patch).await;
+    if !record_final(ctx, &db_id, &eid, patch).await {
+        return Outcome::Requeue;
+    }
     record_metrics(ctx, ExecutionStatus::Complete, started.elapsed()).await;
     let mut extra = Map::new();
     extra.insert("execution_id".into(), json!(eid.as_str()));
@@ -405,13 +408,46 @@ async fn fail(
     patch.insert("status".into(), json!(ExecutionStatus::Error));
     patch.insert("status_message".into(), json!(why));
     patch.insert("finish_time".into(), json!(now()));
-    let _ = ctx
-        .control
-        .store
-        .update_execution(&actor.db_id(), eid, patch)
-        .await;
+    if !record_final(ctx, &actor.db_id(), eid, patch).await {
+        return Outcome::Requeue;
+    }
     record_metrics(ctx, ExecutionStatus::Error, Duration::ZERO).await;
     Outcome::Failed
+}
+
+/// How long a worker keeps trying to record a final status while the store is unreachable.
+const FINAL_WRITE_WITHIN: Duration = Duration::from_secs(120);
+
+/// Writes an execution's final status, retrying while the store is unavailable (a restarting
+/// Redis or PostgreSQL). The message is acked only after this succeeded: `false` means it could
+/// not be recorded and the caller requeues the message, which runs again under the same id.
+async fn record_final(
+    ctx: &WorkerContext,
+    db_id: &abaco_core::DbId,
+    eid: &abaco_core::ExecutionId,
+    patch: Map<String, Value>,
+) -> bool {
+    let deadline = Instant::now() + FINAL_WRITE_WITHIN;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match ctx
+            .control
+            .store
+            .update_execution(db_id, eid, patch.clone())
+            .await
+        {
+            Ok(_) => return true,
+            Err(err @ abaco_store::StoreError::Unavailable(_)) if Instant::now() < deadline => {
+                tracing::warn!(execution_id = %eid, cause = %err, "cannot record the final status yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => {
+                tracing::error!(execution_id = %eid, cause = %err, "could not record the final status; the message is requeued and runs again");
+                return false;
+            }
+        }
+    }
 }
 
 /// Counts a finished execution into the cluster-wide counters `/metrics` reports.
