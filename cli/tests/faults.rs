@@ -205,6 +205,10 @@ struct Row {
     completed: usize,
     errored: usize,
     lost: Vec<String>,
+    /// Accepted executions `COMPLETE` with the exit code of a container the platform killed.
+    killed: Vec<String>,
+    /// Execution records (accepted or not) still `RUNNING` once everything settled.
+    stuck: Vec<String>,
     duplicated: usize,
     leftover_containers: usize,
     recovery: Option<Duration>,
@@ -213,6 +217,8 @@ struct Row {
 impl Row {
     fn passed(&self) -> bool {
         self.lost.is_empty()
+            && self.killed.is_empty()
+            && self.stuck.is_empty()
             && self.duplicated == 0
             && self.leftover_containers == 0
             && self.recovery.is_some()
@@ -500,6 +506,14 @@ impl Suite {
             };
             match execution {
                 Some(e) if e["status"] == "COMPLETE" => {
+                    // The sleep image exits 0 unless something stopped it: a platform fault
+                    // must make it run again, not pass its killed container off as its result.
+                    if e["exit_code"] != 0 {
+                        row.killed.push(format!(
+                            "{} COMPLETE with exit code {}",
+                            a.eid, e["exit_code"]
+                        ));
+                    }
                     row.completed += 1;
                     self.finals.insert(a.eid.clone(), "COMPLETE".into());
                 }
@@ -527,7 +541,8 @@ impl Suite {
                 self.lost.insert(a.eid.clone());
             }
         }
-        let extra = self.extra_records(&accepted).await;
+        let (extra, stuck) = self.extra_records(&accepted).await;
+        row.stuck = stuck;
         row.duplicated = extra.saturating_sub(self.extra_records);
         self.extra_records = self.extra_records.max(extra);
         row.leftover_containers = self.wait_containers_gone().await;
@@ -535,8 +550,8 @@ impl Suite {
     }
 
     /// Execution records that neither an accepted message nor a failed send explains, plus
-    /// accepted ids listed twice.
-    async fn extra_records(&self, accepted: &[Accepted]) -> usize {
+    /// accepted ids listed twice; and records still `RUNNING` although everything settled.
+    async fn extra_records(&self, accepted: &[Accepted]) -> (usize, Vec<String>) {
         let Some(env) = self
             .client
             .call(
@@ -546,16 +561,22 @@ impl Suite {
             )
             .await
         else {
-            return 0;
+            return (0, vec!["the executions list could not be read".into()]);
         };
-        let ids: Vec<&str> = env["result"]["executions"]
+        let list = env["result"]["executions"]
             .as_array()
-            .map(|list| list.iter().filter_map(|e| e["id"].as_str()).collect())
+            .cloned()
             .unwrap_or_default();
+        let ids: Vec<&str> = list.iter().filter_map(|e| e["id"].as_str()).collect();
+        let stuck = list
+            .iter()
+            .filter(|e| e["status"] == "RUNNING")
+            .map(|e| format!("{} RUNNING", e["id"]))
+            .collect();
         let distinct: HashSet<&str> = ids.iter().copied().collect();
         let failed: usize = self.ledger.lock().unwrap().failed.values().sum();
         let unexplained = ids.len().saturating_sub(accepted.len() + failed);
-        (ids.len() - distinct.len()) + unexplained
+        ((ids.len() - distinct.len()) + unexplained, stuck)
     }
 
     /// With the load paused and every execution final, no container of this host may remain.
@@ -650,8 +671,8 @@ fn print_table(rows: &[Row], last: &[String]) {
             r.leftover_containers,
             recovery
         );
-        for lost in &r.lost {
-            println!("    lost: {lost}");
+        for problem in r.lost.iter().chain(&r.killed).chain(&r.stuck) {
+            println!("    {problem}");
         }
     }
     println!(

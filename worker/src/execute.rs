@@ -111,7 +111,19 @@ pub async fn execute(
     let supervision = supervise(ctx, actor, &eid, &container, &force_quit, started).await;
     current.end();
 
-    let state = ctx.runtime.inspect(&container).await.ok();
+    let state = match ctx.runtime.inspect(&container).await {
+        Ok(state) => Some(state),
+        Err(err) if err.is_retryable() && supervision.stopped_because.is_none() => {
+            // The engine went away while the container ran (a Docker restart stops every
+            // container): the run says nothing about the message, so it runs again once the
+            // engine is back. Health removes this container when it can.
+            io.finish(results_task).await;
+            tracing::warn!(execution_id = %eid, container = %container, cause = %err, "container runtime lost during the execution; message requeued to run again");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            return Outcome::Requeue;
+        }
+        Err(_) => None,
+    };
     // Datagrams sent just before exit are still in the socket: drain them, then stop.
     io.finish(results_task).await;
     let raw_logs = ctx.runtime.logs(&container).await.unwrap_or_default();
