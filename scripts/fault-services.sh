@@ -121,19 +121,19 @@ rabbit_stop() {
 docker_ctl() { ABACO_DOCKERD_NAME=$docker_name bash scripts/dockerd2.sh "$1" >/dev/null; }
 
 start_all() {
-    mkdir -p "$dir"
-    chmod 755 "$dir"
-    redis_start
-    pg_start
-    rabbit_start
-    docker_ctl start
-    log "up under $dir"
+  mkdir -p "$dir"
+  chmod 755 "$dir"
+  redis_start
+  pg_start
+  rabbit_start
+  docker_ctl start
+  log "up under $dir"
 }
 
 stop_all() {
-    redis_stop
-    pg_stop fast
-    rabbit_stop
+  redis_stop
+  pg_stop fast
+  rabbit_stop
 }
 
 case "${1:-start}" in

@@ -363,7 +363,11 @@ impl Suite {
         }
         eprintln!("fault suite: phase {phase}: {}", fault.describe());
         self.wait_accepted_since(began, "before the fault").await;
-        if fault == Fault::KillSpawnerWhileRunning {
+        // These two must hit an execution in flight: its container dies with them.
+        if matches!(
+            fault,
+            Fault::KillSpawnerWhileRunning | Fault::Restart("docker")
+        ) {
             self.wait_running_container().await;
         }
         let fault_at = Instant::now();
