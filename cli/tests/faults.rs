@@ -156,7 +156,7 @@ async fn load(
             _ = tick.tick() => {}
         }
         let phase = {
-            let mut ledger = ledger.lock().unwrap();
+            let mut ledger = ledger.lock().expect("the ledger lock");
             if !ledger.sending {
                 continue;
             }
@@ -165,7 +165,7 @@ async fn load(
         };
         n += 1;
         let sent = send(&client, &aid, &format!("phase {phase} message {n}")).await;
-        let mut ledger = ledger.lock().unwrap();
+        let mut ledger = ledger.lock().expect("the ledger lock");
         ledger.in_flight = false;
         match sent {
             Some(eid) => ledger.accepted.push(Accepted {
@@ -357,7 +357,7 @@ impl Suite {
         let phase = self.rows.len() + 1;
         let began = Instant::now();
         {
-            let mut ledger = self.ledger.lock().unwrap();
+            let mut ledger = self.ledger.lock().expect("the ledger lock");
             ledger.phase = phase;
             ledger.sending = true;
         }
@@ -396,7 +396,7 @@ impl Suite {
             async move {
                 let count = ledger
                     .lock()
-                    .unwrap()
+                    .expect("the ledger lock")
                     .accepted
                     .iter()
                     .filter(|a| a.at >= since)
@@ -429,7 +429,7 @@ impl Suite {
             let after: Vec<String> = self
                 .ledger
                 .lock()
-                .unwrap()
+                .expect("the ledger lock")
                 .accepted
                 .iter()
                 .filter(|a| a.at > fault_at)
@@ -450,11 +450,11 @@ impl Suite {
     }
 
     async fn pause_load(&self) {
-        self.ledger.lock().unwrap().sending = false;
+        self.ledger.lock().expect("the ledger lock").sending = false;
         let ledger = self.ledger.clone();
         poll_until(Duration::from_secs(30), || {
             let ledger = ledger.clone();
-            async move { (!ledger.lock().unwrap().in_flight).then_some(()) }
+            async move { (!ledger.lock().expect("the ledger lock").in_flight).then_some(()) }
         })
         .await
         .expect("the last send of the load to finish");
@@ -477,7 +477,7 @@ impl Suite {
     /// to go, then counts.
     async fn settle(&mut self, phase: usize, fault: Fault, recovery: Option<Duration>) -> Row {
         let (accepted, failed_sends) = {
-            let ledger = self.ledger.lock().unwrap();
+            let ledger = self.ledger.lock().expect("the ledger lock");
             (
                 ledger.accepted.clone(),
                 ledger.failed.get(&phase).copied().unwrap_or(0),
@@ -578,7 +578,13 @@ impl Suite {
             .map(|e| format!("{} RUNNING", e["id"]))
             .collect();
         let distinct: HashSet<&str> = ids.iter().copied().collect();
-        let failed: usize = self.ledger.lock().unwrap().failed.values().sum();
+        let failed: usize = self
+            .ledger
+            .lock()
+            .expect("the ledger lock")
+            .failed
+            .values()
+            .sum();
         let unexplained = ids.len().saturating_sub(accepted.len() + failed);
         ((ids.len() - distinct.len()) + unexplained, stuck)
     }
