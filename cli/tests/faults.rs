@@ -378,7 +378,9 @@ impl Suite {
             }
             Fault::KillHealth => self.crash_and_restart(Role::Health),
             Fault::Restart(service) => {
-                fault_services(&["restart", service]);
+                tokio::task::spawn_blocking(move || fault_services(&["restart", service]))
+                    .await
+                    .expect("scripts/fault-services.sh restart");
             }
         }
         let recovery = self.wait_recovered(fault_at).await;
