@@ -92,6 +92,13 @@ pub async fn execute(
     if let Err(err) = ctx.runtime.start(&container).await {
         current.end();
         let _ = ctx.runtime.remove(&container, true).await;
+        if err.is_retryable() {
+            // The engine went away between create and start: like a failed create, run later.
+            results_task.abort();
+            tracing::warn!(execution_id = %eid, cause = %err, "container runtime unavailable; message requeued");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            return Outcome::Requeue;
+        }
         return fail(
             ctx,
             actor,
