@@ -691,8 +691,8 @@ fn print_table(rows: &[Row], last: &[String]) {
         "sent: messages that got a 200 in the phase; no 200: sends refused or failed (not \
          accepted); completed/errored: accepted executions that reached COMPLETE/ERROR (earlier \
          phases' stragglers count where they finished); containers: left behind once everything \
-         was final; recovery: from the fault (a restarted service's own downtime included) until a message \
-         accepted after it ran to COMPLETE."
+         was final; recovery: from the fault (a restarted service's own downtime included) \
+         until a message accepted after it ran to COMPLETE."
     );
     for change in last {
         println!("changed after settling: {change}");
