@@ -11,4 +11,6 @@ cd "$(dirname "$0")/.."
 # The shared services and the test images (the private Docker engine copies them from the first).
 eval "$(bash scripts/services.sh)"
 bash images/build.sh
+# The private services are started fresh by the suite and stopped when it ends, pass or fail.
+trap 'bash scripts/fault-services.sh stop >/dev/null || true' EXIT
 ABACO_FAULTS=1 cargo test -p abaco --test faults -- --nocapture
