@@ -6,16 +6,28 @@
 #   scripts/dockerd2.sh stop      stop it (SIGTERM, wait)
 #   scripts/dockerd2.sh restart   stop then start (used by the fault suite)
 # Prints the environment the tests read: export ABACO_TEST_DOCKER2=unix:///var/run/abaco-docker2.sock
+#
+# ABACO_DOCKERD_NAME=abaco-docker<N> (default abaco-docker2) selects another private engine, for
+# example abaco-docker3 for the fault suite, which restarts it: socket /var/run/abaco-docker<N>.sock,
+# data root /var/lib/abaco-docker<N>, bridge abaco-br<N> on 172.<27+N>.0.1/24, log
+# dockerd<N>.log; it prints ABACO_TEST_DOCKER<N>.
 set -euo pipefail
 
-sock=/var/run/abaco-docker2.sock
-data=/var/lib/abaco-docker2
-exec_root=/var/run/abaco-docker2
-pidfile=/var/run/abaco-docker2.pid
-bridge=abaco-br2
-logfile=/var/log/abaco-test/dockerd2.log
+name=${ABACO_DOCKERD_NAME:-abaco-docker2}
+n=${name#abaco-docker}
+case "$n" in
+  '' | *[!0-9]*) echo "ABACO_DOCKERD_NAME must be abaco-docker<N>, not $name" >&2; exit 2 ;;
+esac
+if ((n < 2 || n > 9)); then echo "ABACO_DOCKERD_NAME: N must be 2..9 (got $n)" >&2; exit 2; fi
+sock=/var/run/$name.sock
+data=/var/lib/$name
+exec_root=/var/run/$name
+pidfile=/var/run/$name.pid
+bridge=abaco-br$n
+bridge_ip=172.$((27 + n)).0.1/24
+logfile=/var/log/abaco-test/dockerd$n.log
 
-log() { echo "dockerd2: $*" >&2; }
+log() { echo "dockerd$n: $*" >&2; }
 up() { docker -H "unix://$sock" info >/dev/null 2>&1; }
 
 stop() {
@@ -43,7 +55,7 @@ start() {
     command -v dockerd >/dev/null || { log "dockerd is not installed (run scripts/services.sh first)"; exit 1; }
     if ! ip link show "$bridge" >/dev/null 2>&1; then
       ip link add "$bridge" type bridge
-      ip addr add 172.29.0.1/24 dev "$bridge"
+      ip addr add "$bridge_ip" dev "$bridge"
     fi
     ip link set "$bridge" up
     mkdir -p "$data" "$exec_root" "$(dirname "$logfile")"
@@ -81,4 +93,4 @@ case "${1:-start}" in
   restart) stop; start ;;
   *) echo "usage: $0 [start|stop|restart]" >&2; exit 2 ;;
 esac
-echo "export ABACO_TEST_DOCKER2=unix://$sock"
+echo "export ABACO_TEST_DOCKER$n=unix://$sock"

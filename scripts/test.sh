@@ -2,7 +2,8 @@
 # Runs the whole test suite: installs and starts Docker, Redis, RabbitMQ and PostgreSQL on
 # loopback when missing (scripts/services.sh), builds the test images, starts a second Docker engine
 # (scripts/dockerd2.sh), then checks formatting,
-# lints and runs every test. With CI set, a test whose service is missing fails.
+# lints and runs every test, and last the fault suite (scripts/faults.sh). With CI set, a test
+# whose service is missing fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,3 +30,6 @@ ABACO_BIN="$PWD/target/debug/abaco" bash scripts/check-deploy.sh
 
 step "cargo test"
 cargo test --workspace --no-fail-fast -- --test-threads 4
+
+step "fault suite (kill -9 and service restarts under load, on private services)"
+bash scripts/faults.sh

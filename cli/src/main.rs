@@ -169,7 +169,7 @@ async fn run(command: Command, config: Arc<Config>) -> Result<()> {
             config: config.clone(),
             control: control.clone(),
             runtime: rt,
-            period: Duration::from_secs(10),
+            period: Duration::from_secs(config.workers.health_period),
         };
         let token = shutdown.clone();
         let autoscaler = ctx.clone();

@@ -1,7 +1,8 @@
 //! The health agent: on a fixed period it removes worker records whose worker died (no heartbeat),
 //! never started, or lingers in shutdown; stops workers idle longer than `worker_ttl`; gives a
 //! worker back to every actor that has queued messages but none; and removes actor containers of
-//! this host that no live worker owns. Every action is logged with its reason.
+//! this host that no live worker owns, or whose execution is over although they remain (their
+//! worker could not remove them). Every action is logged with its reason.
 
 pub mod autoscaler;
 pub mod cron;
@@ -15,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use abaco_control::Control;
 use abaco_core::time::now;
-use abaco_core::{ActorStatus, Config, DbId, Queue, WorkerId, WorkerStatus};
+use abaco_core::{ActorStatus, Config, DbId, ExecutionId, Queue, WorkerId, WorkerStatus};
 use abaco_runtime::Runtime;
 
 #[derive(Clone)]
@@ -171,7 +172,32 @@ async fn remove_orphan_clients(ctx: &HealthContext) -> usize {
     removed
 }
 
-/// Removes actor containers of this host whose worker is gone.
+/// Whether a live worker's container is one it could not remove: it has stopped and its
+/// execution's final status is recorded. A worker removes its container before it records the
+/// final status, and never runs a message again once its execution is final, so such a container
+/// is nobody's (its removal failed, e.g. while the Docker engine restarted). Kept with
+/// `leave_containers`.
+async fn finished_and_recorded(ctx: &HealthContext, c: &abaco_runtime::ContainerSummary) -> bool {
+    if c.running || ctx.config.workers.leave_containers {
+        return false;
+    }
+    let (Some(actor), Some(eid)) = (
+        c.labels.get(abaco_worker::LABEL_ACTOR),
+        c.labels.get(abaco_worker::LABEL_EXECUTION),
+    ) else {
+        return false;
+    };
+    matches!(
+        ctx.control
+            .store
+            .execution(&DbId::from(actor.as_str()), &ExecutionId::from(eid.as_str()))
+            .await,
+        Ok(Some(e)) if e.status.is_final()
+    )
+}
+
+/// Removes actor containers of this host whose worker is gone, and stopped containers of
+/// finished executions that their worker could not remove.
 async fn remove_orphan_containers(ctx: &HealthContext, live: &HashSet<WorkerId>) -> usize {
     let host_id = ctx.config.spawner.host_id.as_str();
     let containers = match ctx
@@ -191,6 +217,11 @@ async fn remove_orphan_containers(ctx: &HealthContext, live: &HashSet<WorkerId>)
             continue;
         };
         if live.contains(&WorkerId::from(worker_id.as_str())) {
+            if finished_and_recorded(ctx, &c).await && ctx.runtime.remove(&c.id, true).await.is_ok()
+            {
+                tracing::warn!(container = %c.id, worker_id = %worker_id, "health removed the container of a finished execution");
+                removed += 1;
+            }
             continue;
         }
         // The list of live workers was read at the start of the pass: a worker started since

@@ -1,8 +1,9 @@
 //! Scaling and health, black-box: bursts grow an actor's pool up to its cap and back to zero with
 //! every message executed exactly once (embedded and distributed), the `sync` hint keeps one warm
 //! worker, `autoscaling = false` keeps one, `[spawner] max_workers_per_actor` caps actors without
-//! `max_workers`, health replaces dead workers, removes orphaned containers and enforces
-//! `worker_ttl`, and `GET /metrics` exposes mailbox, worker and execution metrics.
+//! `max_workers`, health replaces dead workers, removes orphaned containers (and stopped ones of
+//! finished executions) and enforces `worker_ttl`, and `GET /metrics` exposes mailbox, worker and
+//! execution metrics.
 //!
 //! This file is long on purpose: it is one area's table of black-box cases, each a few lines
 //! over shared helpers at the top; splitting it would scatter the cases of one contract.
@@ -777,6 +778,75 @@ async fn health_removes_orphaned_containers_of_its_host_only() {
     assert!(
         logs.contains("SLEEP_END=") && !logs.contains("STOPPED="),
         "the running execution was interrupted: {logs}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_removes_stopped_containers_of_finished_executions_only() {
+    let Some(app) = TestApp::embedded()
+        .health_period(Duration::from_millis(500))
+        .start()
+        .await
+    else {
+        return;
+    };
+    let aid = register(&app, json!({"image": IMAGE})).await;
+    app.wait_actor_status(&aid, "READY", Duration::from_secs(60))
+        .await;
+    let eid = app.send_message(&aid, "done").await;
+    let execution = app
+        .wait_execution_final(&aid, &eid, Duration::from_secs(60))
+        .await;
+    assert_eq!(execution["status"], "COMPLETE", "{execution}");
+    let worker = worker_ids(&workers(&app, &aid).await)
+        .pop()
+        .expect("the actor's live worker");
+    // Stopped containers of a live worker that it could not remove (as when the Docker engine
+    // restarts under it): one of the finished execution, one of an execution that is not over.
+    let create = |execution: String| {
+        let runtime = app.runtime.clone();
+        let labels = HashMap::from([
+            ("abaco.host".to_string(), app.config.spawner.host_id.clone()),
+            ("abaco.worker".to_string(), worker.clone()),
+            ("abaco.actor".to_string(), db_id(&app, &aid).0),
+            ("abaco.execution".to_string(), execution),
+        ]);
+        async move {
+            let spec = ContainerSpec {
+                image: IMAGE.into(),
+                labels,
+                ..Default::default()
+            };
+            runtime.create(&spec).await.expect("create container")
+        }
+    };
+    // The open one first: every pass that sees the finished one sees it too.
+    let open = create(unique("open")).await;
+    create(eid.clone()).await;
+    wait_for(
+        "health to remove the finished execution's container",
+        Duration::from_secs(20),
+        || async {
+            let left = app
+                .runtime
+                .list(&[("abaco.execution", eid.as_str())])
+                .await
+                .expect("list containers");
+            left.is_empty().then_some(())
+        },
+    )
+    .await;
+    let open_left = app
+        .runtime
+        .list(&[("abaco.worker", worker.as_str())])
+        .await
+        .expect("list containers");
+    let _ = app.runtime.remove(&open, true).await;
+    assert_eq!(
+        open_left.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        vec![open.as_str()],
+        "health removed the container of an execution that is not over"
     );
     app.stop().await;
 }

@@ -32,7 +32,8 @@ pub enum Outcome {
     Complete,
     /// The execution reached `ERROR` (its record says why).
     Failed,
-    /// The platform could not run it now (the container runtime is unreachable); requeue.
+    /// The platform could not run it now (the container runtime is unreachable) or could not
+    /// record its final status (the store is unreachable); requeue.
     Requeue,
 }
 
@@ -91,6 +92,13 @@ pub async fn execute(
     if let Err(err) = ctx.runtime.start(&container).await {
         current.end();
         let _ = ctx.runtime.remove(&container, true).await;
+        if err.is_retryable() {
+            // The engine went away between create and start: like a failed create, run later.
+            results_task.abort();
+            tracing::warn!(execution_id = %eid, cause = %err, "container runtime unavailable; message requeued");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            return Outcome::Requeue;
+        }
         return fail(
             ctx,
             actor,
@@ -110,7 +118,19 @@ pub async fn execute(
     let supervision = supervise(ctx, actor, &eid, &container, &force_quit, started).await;
     current.end();
 
-    let state = ctx.runtime.inspect(&container).await.ok();
+    let state = match ctx.runtime.inspect(&container).await {
+        Ok(state) => Some(state),
+        Err(err) if err.is_retryable() && supervision.stopped_because.is_none() => {
+            // The engine went away while the container ran (a Docker restart stops every
+            // container): the run says nothing about the message, so it runs again once the
+            // engine is back. Health removes this container when it can.
+            io.finish(results_task).await;
+            tracing::warn!(execution_id = %eid, container = %container, cause = %err, "container runtime lost during the execution; message requeued to run again");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            return Outcome::Requeue;
+        }
+        Err(_) => None,
+    };
     // Datagrams sent just before exit are still in the socket: drain them, then stop.
     io.finish(results_task).await;
     let raw_logs = ctx.runtime.logs(&container).await.unwrap_or_default();
@@ -162,7 +182,9 @@ pub async fn execute(
             .unwrap_or_else(|| json!({"unavailable": true})),
     );
     patch.insert("status_message".into(), json!(status_message));
-    let _ = store.update_execution(&db_id, &eid, patch).await;
+    if !record_final(ctx, &db_id, &eid, patch).await {
+        return Outcome::Requeue;
+    }
     if let Err(err) = store
         .add_execution_totals(
             &db_id,
@@ -416,13 +438,46 @@ async fn fail(
     patch.insert("status".into(), json!(ExecutionStatus::Error));
     patch.insert("status_message".into(), json!(why));
     patch.insert("finish_time".into(), json!(now()));
-    let _ = ctx
-        .control
-        .store
-        .update_execution(&actor.db_id(), eid, patch)
-        .await;
+    if !record_final(ctx, &actor.db_id(), eid, patch).await {
+        return Outcome::Requeue;
+    }
     record_metrics(ctx, ExecutionStatus::Error, Duration::ZERO).await;
     Outcome::Failed
+}
+
+/// How long a worker keeps trying to record a final status while the store is unreachable.
+const FINAL_WRITE_WITHIN: Duration = Duration::from_secs(120);
+
+/// Writes an execution's final status, retrying while the store is unavailable (a restarting
+/// Redis or PostgreSQL). The message is acked only after this succeeded: `false` means it could
+/// not be recorded and the caller requeues the message, which runs again under the same id.
+async fn record_final(
+    ctx: &WorkerContext,
+    db_id: &abaco_core::DbId,
+    eid: &abaco_core::ExecutionId,
+    patch: Map<String, Value>,
+) -> bool {
+    let deadline = Instant::now() + FINAL_WRITE_WITHIN;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match ctx
+            .control
+            .store
+            .update_execution(db_id, eid, patch.clone())
+            .await
+        {
+            Ok(_) => return true,
+            Err(err @ abaco_store::StoreError::Unavailable(_)) if Instant::now() < deadline => {
+                tracing::warn!(execution_id = %eid, cause = %err, "cannot record the final status yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            Err(err) => {
+                tracing::error!(execution_id = %eid, cause = %err, "could not record the final status; the message is requeued and runs again");
+                return false;
+            }
+        }
+    }
 }
 
 /// Counts a finished execution into the cluster-wide counters `/metrics` reports.

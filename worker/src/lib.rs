@@ -4,7 +4,9 @@
 //! statuses in the store, its control queue `worker_{id}` (`status`, `force_quit`, `stop`).
 //!
 //! Invariant: a worker that is told to stop finishes its in-flight execution first; a message is
-//! acked only after its execution reached a final status.
+//! acked only after its execution's final status is recorded (the write is retried while the
+//! store is unavailable, and the message requeued if it never lands); a redelivered message whose
+//! execution is already final is acked without running again.
 
 mod env;
 mod execute;
@@ -158,6 +160,12 @@ async fn serve_mailbox(
                 continue;
             }
         };
+        if delivery.redelivered() && already_final(ctx, worker, &message).await {
+            // It ran to a final status and only the ack was lost (a broker restart, a crash
+            // after the final write): running it again would duplicate its effects.
+            let _ = delivery.ack().await;
+            continue;
+        }
         let actor = match ctx.control.store.actor(&worker.actor_id).await {
             Ok(Some(a)) => a,
             Ok(None) => {
@@ -248,6 +256,23 @@ async fn serve_mailbox(
         if stop.is_cancelled() {
             return true;
         }
+    }
+}
+
+/// Whether the execution of a redelivered message already reached a final status. When the store
+/// cannot say, the message runs (again): re-running is safe, losing it is not.
+async fn already_final(ctx: &WorkerContext, worker: &Worker, message: &MailboxMessage) -> bool {
+    match ctx
+        .control
+        .store
+        .execution(&worker.actor_id, &message.execution_id)
+        .await
+    {
+        Ok(Some(execution)) if execution.status.is_final() => {
+            tracing::info!(worker_id = %worker.id, execution_id = %message.execution_id, status = %execution.status, "redelivered message already ran; acked without running it again");
+            true
+        }
+        _ => false,
     }
 }
 

@@ -131,6 +131,8 @@ pub struct WorkersConfig {
     pub autoscale_idle_time: i64,
     /// Seconds between autoscaler passes. Default 1.
     pub autoscale_period: u64,
+    /// Seconds between health passes (dead workers, orphaned containers). Default 10.
+    pub health_period: u64,
     /// Keep actor containers after they exit (debugging). Default false.
     pub leave_containers: bool,
     /// Directory for results sockets (one sub-directory per worker). Default `{data_dir}/sockets`.
@@ -305,6 +307,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "sync_max_idle_time",
             "autoscale_idle_time",
             "autoscale_period",
+            "health_period",
             "leave_containers",
             "socket_host_path_dir",
             "fifo_host_path_dir",
@@ -520,6 +523,7 @@ impl Config {
                 sync_max_idle_time: r.parse("workers", "sync_max_idle_time", 600i64)?,
                 autoscale_idle_time: r.parse("workers", "autoscale_idle_time", 10i64)?,
                 autoscale_period: r.parse("workers", "autoscale_period", 1u64)?,
+                health_period: r.parse("workers", "health_period", 10u64)?.max(1),
                 leave_containers: r.boolean("workers", "leave_containers", false)?,
                 socket_host_path_dir: r
                     .ini
