@@ -345,6 +345,8 @@ impl Backend for Postgres {
     ) -> Result<Vec<(String, Value)>> {
         let client = self.client().await?;
         let offset = to_i64(page.offset);
+        // The offset is found in the index alone (an index-only scan of `seq`), and only the rows
+        // of the page are fetched: a deep page does not read every row before it.
         // `LIMIT NULL` is `LIMIT ALL`.
         let limit: Option<i64> = page.limit.map(to_i64);
         let rows = match parent {
@@ -352,7 +354,9 @@ impl Backend for Postgres {
                 let statement = client
                     .prepare_cached(
                         "SELECT key, doc FROM abaco_docs WHERE kind = $1 AND parent = $2
-                         ORDER BY seq OFFSET $3 LIMIT $4",
+                         AND seq >= (SELECT seq FROM abaco_docs WHERE kind = $1 AND parent = $2
+                                     ORDER BY seq OFFSET $3 LIMIT 1)
+                         ORDER BY seq LIMIT $4",
                     )
                     .await
                     .map_err(|e| failure("list", e))?;
@@ -364,7 +368,9 @@ impl Backend for Postgres {
                 let statement = client
                     .prepare_cached(
                         "SELECT key, doc FROM abaco_docs WHERE kind = $1
-                         ORDER BY seq OFFSET $2 LIMIT $3",
+                         AND seq >= (SELECT seq FROM abaco_docs WHERE kind = $1
+                                     ORDER BY seq OFFSET $2 LIMIT 1)
+                         ORDER BY seq LIMIT $3",
                     )
                     .await
                     .map_err(|e| failure("list", e))?;

@@ -392,12 +392,16 @@ impl Backend for Sqlite {
     ) -> Result<Vec<(String, Value)>> {
         let parent = parent.map(str::to_string);
         let (limit, offset) = sql_limit(page);
+        // The offset is found in the covering index `(kind, parent|seq)` alone, then only the
+        // rows of the page are read: a deep page does not decode every row before it.
         self.read("list", move |conn| {
             let rows: Vec<(String, String)> = match &parent {
                 Some(parent) => conn
                     .prepare_cached(
                         "SELECT key, doc FROM docs WHERE kind = ?1 AND parent = ?2
-                         ORDER BY seq LIMIT ?3 OFFSET ?4",
+                         AND seq >= (SELECT seq FROM docs WHERE kind = ?1 AND parent = ?2
+                                     ORDER BY seq LIMIT 1 OFFSET ?4)
+                         ORDER BY seq LIMIT ?3",
                     )?
                     .query_map(params![kind.name(), parent, limit, offset], |row| {
                         Ok((row.get(0)?, row.get(1)?))
@@ -406,7 +410,9 @@ impl Backend for Sqlite {
                 None => conn
                     .prepare_cached(
                         "SELECT key, doc FROM docs WHERE kind = ?1
-                         ORDER BY seq LIMIT ?2 OFFSET ?3",
+                         AND seq >= (SELECT seq FROM docs WHERE kind = ?1
+                                     ORDER BY seq LIMIT 1 OFFSET ?3)
+                         ORDER BY seq LIMIT ?2",
                     )?
                     .query_map(params![kind.name(), limit, offset], |row| {
                         Ok((row.get(0)?, row.get(1)?))
