@@ -69,7 +69,19 @@ async fn serve_queue(
     shutdown: CancellationToken,
 ) {
     let command_queue = Queue::Command(queue.clone());
+    let capacity = ctx.config.spawner.max_workers_per_host;
+    let mut announced = false;
     loop {
+        // A host at capacity holds no consumer of the command queue: the broker would still hand
+        // it a command (prefetch), which would then wait for a worker of this host to end while
+        // other spawners of the queue have room. Consuming only with room leaves such commands
+        // to them.
+        while running(&workers).await >= capacity {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
         let mut consumer = match ctx.control.channels.consume(&command_queue).await {
             Ok(c) => c,
             Err(err) => {
@@ -80,30 +92,21 @@ async fn serve_queue(
                 }
             }
         };
-        tracing::info!(%queue, host_id = %ctx.config.spawner.host_id, "spawner serving command queue");
-        loop {
-            // Respect the per-host capacity before taking another command.
-            loop {
-                let running = {
-                    let mut set = workers.lock().await;
-                    while set.try_join_next().is_some() {}
-                    set.len()
-                };
-                if running < ctx.config.spawner.max_workers_per_host {
-                    break;
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-            }
+        if !announced {
+            tracing::info!(%queue, host_id = %ctx.config.spawner.host_id, "spawner serving command queue");
+            announced = true;
+        }
+        while running(&workers).await < capacity {
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 d = consumer.next() => d,
             };
             let delivery = match delivery {
                 Ok(Some(d)) => d,
-                Ok(None) | Err(_) => break,
+                Ok(None) | Err(_) => {
+                    tracing::warn!(%queue, "command consumer closed; reconnecting");
+                    break;
+                }
             };
             let command: SpawnerCommand = match delivery.decode() {
                 Ok(c) => c,
@@ -118,8 +121,17 @@ async fn serve_queue(
             spawn_worker(&ctx, command, &workers, &shutdown).await;
             let _ = delivery.ack().await;
         }
-        tracing::warn!(%queue, "command consumer closed; reconnecting");
+        // Dropping the consumer gives a command the broker had already handed to this host back
+        // to the queue.
+        drop(consumer);
     }
+}
+
+/// Workers of this host that are still running.
+async fn running(workers: &tokio::sync::Mutex<JoinSet<()>>) -> usize {
+    let mut set = workers.lock().await;
+    while set.try_join_next().is_some() {}
+    set.len()
 }
 
 /// Takes one requested worker to READY and starts it.
