@@ -1,6 +1,8 @@
 //! The spawner: consumes worker-start commands from `command_channel_{queue}` for each of this
 //! host's queues, takes each requested worker through `SPAWNER SETUP → PULLING IMAGE → CREATING
-//! CONTAINER → READY`, and runs it as a task of this process.
+//! CONTAINER → READY`, and runs it as a task of this process. It takes one command at a time and
+//! only while the host has room (`max_workers_per_host`), so the spawners of a queue share its
+//! commands (ARCHITECTURE.md, "Hosts and queues").
 //!
 //! On start it recovers from a crash of its previous incarnation: worker records of this host are
 //! stale (their tasks died with the process), so they are removed, leftover actor containers of
