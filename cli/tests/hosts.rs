@@ -28,7 +28,14 @@ async fn hosts_available() -> Option<String> {
 
 /// One process's configuration in its own directory: the shared services, the API's port, and
 /// the process's own `[spawner]`, `[docker] dd` and `[workers]` lines.
-fn host_config(dir: &Path, name: &str, port: u16, spawner: &str, dd: &str, workers: &str) -> PathBuf {
+fn host_config(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    spawner: &str,
+    dd: &str,
+    workers: &str,
+) -> PathBuf {
     let services = Services::from_env();
     let home = dir.join(name);
     std::fs::create_dir_all(&home).expect("process directory");
@@ -115,15 +122,27 @@ fn docker(engine: &str, args: &[&str]) -> String {
 
 /// `(abaco.host, abaco.worker, abaco.execution)` of the containers on `engine` matching `label`.
 fn containers(engine: &str, label: &str) -> Vec<(String, String, String)> {
-    let format = r#"{{.Label "abaco.host"}} {{.Label "abaco.worker"}} {{.Label "abaco.execution"}}"#;
+    let format =
+        r#"{{.Label "abaco.host"}} {{.Label "abaco.worker"}} {{.Label "abaco.execution"}}"#;
     docker(
         engine,
-        &["ps", "-a", "--filter", &format!("label={label}"), "--format", format],
+        &[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label={label}"),
+            "--format",
+            format,
+        ],
     )
     .lines()
     .filter_map(|l| {
         let mut parts = l.split_whitespace().map(str::to_string);
-        Some((parts.next()?, parts.next()?, parts.next().unwrap_or_default()))
+        Some((
+            parts.next()?,
+            parts.next()?,
+            parts.next().unwrap_or_default(),
+        ))
     })
     .collect()
 }
@@ -135,7 +154,14 @@ impl Drop for Cleanup {
     fn drop(&mut self) {
         for (engine, label) in &self.0 {
             let ids = Command::new("docker")
-                .args(["-H", engine, "ps", "-aq", "--filter", &format!("label={label}")])
+                .args([
+                    "-H",
+                    engine,
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &format!("label={label}"),
+                ])
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default();
@@ -212,10 +238,31 @@ async fn actors_get_workers_only_from_spawners_of_their_queue() {
     ]);
     // The API accepts the three queues; no spawner serves qc. Containers are kept so their labels
     // can be read afterwards.
-    let api = host_config(&dir, "api", port, &format!("host_queues = {qa}, {qb}, {qc}"), ENGINE1, "");
+    let api = host_config(
+        &dir,
+        "api",
+        port,
+        &format!("host_queues = {qa}, {qb}, {qc}"),
+        ENGINE1,
+        "",
+    );
     let keep = "leave_containers = true";
-    let conf_a = host_config(&dir, "a", port, &format!("host_queues = {qa}\nhost_id = {ha}"), ENGINE1, keep);
-    let conf_b = host_config(&dir, "b", port, &format!("host_queues = {qb}\nhost_id = {hb}"), &dd2, keep);
+    let conf_a = host_config(
+        &dir,
+        "a",
+        port,
+        &format!("host_queues = {qa}\nhost_id = {ha}"),
+        ENGINE1,
+        keep,
+    );
+    let conf_b = host_config(
+        &dir,
+        "b",
+        port,
+        &format!("host_queues = {qb}\nhost_id = {hb}"),
+        &dd2,
+        keep,
+    );
     let _api = start("api", "api", &api);
     let mut spawner_a = start("spawner-a", "spawner", &conf_a);
     let mut spawner_b = start("spawner-b", "spawner", &conf_b);
@@ -231,11 +278,23 @@ async fn actors_get_workers_only_from_spawners_of_their_queue() {
     )
     .await;
     assert_eq!(status, 400, "{env}");
-    assert!(env["message"].as_str().unwrap_or_default().contains("Invalid queue name."), "{env}");
+    assert!(
+        env["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Invalid queue name."),
+        "{env}"
+    );
 
-    let aid_a = client.register(json!({"image": "abaco-test/echo", "queue": qa})).await;
-    let aid_b = client.register(json!({"image": "abaco-test/echo", "queue": qb})).await;
-    let aid_c = client.register(json!({"image": "abaco-test/echo", "queue": qc})).await;
+    let aid_a = client
+        .register(json!({"image": "abaco-test/echo", "queue": qa}))
+        .await;
+    let aid_b = client
+        .register(json!({"image": "abaco-test/echo", "queue": qb}))
+        .await;
+    let aid_c = client
+        .register(json!({"image": "abaco-test/echo", "queue": qc}))
+        .await;
     let (status, env) = request(
         &client,
         "PUT",
@@ -250,12 +309,16 @@ async fn actors_get_workers_only_from_spawners_of_their_queue() {
     let mut sent: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for aid in [&aid_a, &aid_b] {
         for i in 0..3 {
-            sent.entry(aid).or_default().push(client.send(aid, &format!("m{i}")).await);
+            sent.entry(aid)
+                .or_default()
+                .push(client.send(aid, &format!("m{i}")).await);
         }
     }
     let eid_c = client.send(&aid_c, "nobody serves this queue").await;
     for (aid, eids) in &sent {
-        client.wait_complete(aid, eids, Duration::from_secs(60)).await;
+        client
+            .wait_complete(aid, eids, Duration::from_secs(60))
+            .await;
     }
 
     // Each actor's workers, and the containers of its executions, come from its queue's host only.
@@ -266,21 +329,47 @@ async fn actors_get_workers_only_from_spawners_of_their_queue() {
         let list = workers(&client, aid).await;
         assert!(!list.is_empty(), "actor {aid} has workers");
         for w in &list {
-            assert_eq!(w["host_id"], host.as_str(), "worker of {aid} on the wrong host: {w}");
+            assert_eq!(
+                w["host_id"],
+                host.as_str(),
+                "worker of {aid} on the wrong host: {w}"
+            );
             assert_eq!(w["location"], engine, "{w}");
         }
         let label = format!("abaco.actor={}_{aid}", client.tenant);
         let here = containers(engine, &label);
         let ran: BTreeSet<String> = here.iter().map(|(_, _, e)| e.clone()).collect();
         let expected: BTreeSet<String> = sent[aid.as_str()].iter().cloned().collect();
-        assert_eq!(ran, expected, "one container per execution of {aid} on its host's engine");
-        assert_eq!(here.len(), expected.len(), "each execution ran once: {here:?}");
+        assert_eq!(
+            ran, expected,
+            "one container per execution of {aid} on its host's engine"
+        );
+        assert_eq!(
+            here.len(),
+            expected.len(),
+            "each execution ran once: {here:?}"
+        );
         assert!(here.iter().all(|(h, _, _)| h == host), "{here:?}");
-        assert!(containers(other_engine, &label).is_empty(), "no container of {aid} on the other engine");
+        assert!(
+            containers(other_engine, &label).is_empty(),
+            "no container of {aid} on the other engine"
+        );
         for eid in &expected {
-            let (_, env) = request(&client, "GET", &format!("/actors/{aid}/executions/{eid}"), None).await;
-            let worker = env["result"]["worker_id"].as_str().unwrap_or_default().to_string();
-            assert!(here.iter().any(|(_, w, e)| *w == worker && e == eid), "{env}");
+            let (_, env) = request(
+                &client,
+                "GET",
+                &format!("/actors/{aid}/executions/{eid}"),
+                None,
+            )
+            .await;
+            let worker = env["result"]["worker_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            assert!(
+                here.iter().any(|(_, w, e)| *w == worker && e == eid),
+                "{env}"
+            );
         }
     }
 
@@ -293,9 +382,18 @@ async fn actors_get_workers_only_from_spawners_of_their_queue() {
         assert_eq!(w["status"], "REQUESTED", "{w}");
         assert!(w["host_id"].is_null(), "{w}");
     }
-    let (_, env) = request(&client, "GET", &format!("/actors/{aid_c}/executions/{eid_c}"), None).await;
+    let (_, env) = request(
+        &client,
+        "GET",
+        &format!("/actors/{aid_c}/executions/{eid_c}"),
+        None,
+    )
+    .await;
     assert_eq!(env["result"]["status"], "SUBMITTED", "{env}");
-    assert!(alive(&mut spawner_a) && alive(&mut spawner_b), "spawners still run");
+    assert!(
+        alive(&mut spawner_a) && alive(&mut spawner_b),
+        "spawners still run"
+    );
     // Moved to a served queue with a new revision, it gets a worker there and runs.
     let (status, env) = request(
         &client,
@@ -305,7 +403,9 @@ async fn actors_get_workers_only_from_spawners_of_their_queue() {
     )
     .await;
     assert_eq!(status, 200, "{env}");
-    client.wait_complete(&aid_c, &[eid_c], Duration::from_secs(60)).await;
+    client
+        .wait_complete(&aid_c, &[eid_c], Duration::from_secs(60))
+        .await;
     let label = format!("abaco.actor={}_{aid_c}", client.tenant);
     assert_eq!(containers(&dd2, &label).len(), 1);
     assert!(containers(ENGINE1, &label).is_empty());
@@ -354,7 +454,14 @@ async fn workers_of_one_queue_spread_over_its_hosts() {
     let fake_h2 = fake(&h2);
 
     // Host 1 takes at most two workers; host 2 has room for all.
-    let api = host_config(&dir, "api", port, &format!("host_queues = {queue}"), ENGINE1, "");
+    let api = host_config(
+        &dir,
+        "api",
+        port,
+        &format!("host_queues = {queue}"),
+        ENGINE1,
+        "",
+    );
     let conf1 = host_config(
         &dir,
         "h1",
@@ -363,7 +470,14 @@ async fn workers_of_one_queue_spread_over_its_hosts() {
         ENGINE1,
         "autoscaling = false",
     );
-    let conf2 = host_config(&dir, "h2", port, &format!("host_queues = {queue}\nhost_id = {h2}"), &dd2, "");
+    let conf2 = host_config(
+        &dir,
+        "h2",
+        port,
+        &format!("host_queues = {queue}\nhost_id = {h2}"),
+        &dd2,
+        "",
+    );
     let _api = start("api", "api", &api);
     let spawner1 = start("spawner-1", "spawner", &conf1);
     let _spawner2 = start("spawner-2", "spawner", &conf2);
@@ -377,91 +491,160 @@ async fn workers_of_one_queue_spread_over_its_hosts() {
         }))
         .await;
     let label = format!("abaco.actor={}_{aid}", client.tenant);
-    let (status, env) = request(&client, "POST", &format!("/actors/{aid}/workers"), Some(json!({"num": 6}))).await;
+    let (status, env) = request(
+        &client,
+        "POST",
+        &format!("/actors/{aid}/workers"),
+        Some(json!({"num": 6})),
+    )
+    .await;
     assert_eq!(status, 200, "{env}");
     // Every worker starts although host 1 fills up: commands it cannot take go to host 2.
     let hosts = wait_ready(&client, &aid, 6).await;
     let on = |h: &str| hosts.values().filter(|x| *x == h).count();
-    assert_eq!((on(&h1), on(&h2)), (2, 4), "host 1 is full at two workers: {hosts:?}");
+    assert_eq!(
+        (on(&h1), on(&h2)),
+        (2, 4),
+        "host 1 is full at two workers: {hosts:?}"
+    );
 
     // Host 1's health agent runs beside them (its first pass is at start).
     let fake_h1 = fake(&h1);
     let _health = start("health-1", "health", &conf1);
 
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs() - 1;
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+        - 1;
     let creates1 = Creates::watch(ENGINE1, &label, since, dir.join("events-1"));
     let creates2 = Creates::watch(&dd2, &label, since, dir.join("events-2"));
     let mut eids = Vec::new();
     for i in 0..8 {
         eids.push(client.send(&aid, &format!("burst-{i}")).await);
     }
-    client.wait_complete(&aid, &eids, Duration::from_secs(90)).await;
+    client
+        .wait_complete(&aid, &eids, Duration::from_secs(90))
+        .await;
     // Every execution ran in exactly one container, on both engines, each by a worker of the
     // engine's host.
     let expected: BTreeSet<String> = eids.iter().cloned().collect();
-    let (seen1, seen2) = wait_for("the create events of every execution", Duration::from_secs(20), || async {
-        let (s1, s2) = (creates1.seen(), creates2.seen());
-        (s1.len() + s2.len() >= expected.len()).then_some((s1, s2))
-    })
+    let (seen1, seen2) = wait_for(
+        "the create events of every execution",
+        Duration::from_secs(20),
+        || async {
+            let (s1, s2) = (creates1.seen(), creates2.seen());
+            (s1.len() + s2.len() >= expected.len()).then_some((s1, s2))
+        },
+    )
     .await;
-    assert!(!seen1.is_empty() && !seen2.is_empty(), "executions on both hosts: {seen1:?} {seen2:?}");
+    assert!(
+        !seen1.is_empty() && !seen2.is_empty(),
+        "executions on both hosts: {seen1:?} {seen2:?}"
+    );
     let mut all: Vec<String> = seen1.iter().chain(&seen2).map(|(e, _)| e.clone()).collect();
     all.sort();
-    assert_eq!(all, expected.iter().cloned().collect::<Vec<_>>(), "each execution ran once");
+    assert_eq!(
+        all,
+        expected.iter().cloned().collect::<Vec<_>>(),
+        "each execution ran once"
+    );
     for (seen, host) in [(&seen1, &h1), (&seen2, &h2)] {
         for (eid, worker) in seen {
-            assert_eq!(hosts.get(worker), Some(host), "execution {eid} ran by worker {worker}");
+            assert_eq!(
+                hosts.get(worker),
+                Some(host),
+                "execution {eid} ran by worker {worker}"
+            );
         }
     }
     // Nothing is left behind on either engine.
     for engine in [ENGINE1, dd2.as_str()] {
-        wait_for("the execution containers to go", Duration::from_secs(20), || async {
-            containers(engine, &label).is_empty().then_some(())
-        })
+        wait_for(
+            "the execution containers to go",
+            Duration::from_secs(20),
+            || async { containers(engine, &label).is_empty().then_some(()) },
+        )
         .await;
     }
 
     // Host 1's health pass removed host 1's orphan, left host 2's alone, and kept host 2's
     // workers whose containers it cannot see.
-    wait_for("health to remove host 1's orphan", Duration::from_secs(30), || async {
-        docker(ENGINE1, &["ps", "-aq", "--filter", &format!("id={fake_h1}")])
+    wait_for(
+        "health to remove host 1's orphan",
+        Duration::from_secs(30),
+        || async {
+            docker(
+                ENGINE1,
+                &["ps", "-aq", "--filter", &format!("id={fake_h1}")],
+            )
             .trim()
             .is_empty()
             .then_some(())
-    })
+        },
+    )
     .await;
     assert_eq!(
-        docker(ENGINE1, &["ps", "-aq", "--no-trunc", "--filter", &format!("id={fake_h2}")]).trim(),
+        docker(
+            ENGINE1,
+            &[
+                "ps",
+                "-aq",
+                "--no-trunc",
+                "--filter",
+                &format!("id={fake_h2}")
+            ]
+        )
+        .trim(),
         fake_h2,
         "host 1's health agent must not remove host 2's containers"
     );
     let now: BTreeMap<String, String> = workers(&client, &aid)
         .await
         .iter()
-        .map(|w| (w["id"].as_str().unwrap_or_default().into(), w["host_id"].as_str().unwrap_or_default().into()))
+        .map(|w| {
+            (
+                w["id"].as_str().unwrap_or_default().into(),
+                w["host_id"].as_str().unwrap_or_default().into(),
+            )
+        })
         .collect();
     assert_eq!(now, hosts, "health kept every worker");
 
     // Host 1's spawner crashes and comes back: its recovery removes host 1's workers only.
     spawner1.crash();
     let _spawner1 = start("spawner-1b", "spawner", &conf1);
-    let left = wait_for("host 1's workers to be recovered", Duration::from_secs(30), || async {
-        let list = workers(&client, &aid).await;
-        list.iter().all(|w| w["host_id"] != h1.as_str()).then_some(list)
-    })
+    let left = wait_for(
+        "host 1's workers to be recovered",
+        Duration::from_secs(30),
+        || async {
+            let list = workers(&client, &aid).await;
+            list.iter()
+                .all(|w| w["host_id"] != h1.as_str())
+                .then_some(list)
+        },
+    )
     .await;
     let left: BTreeSet<&str> = left.iter().filter_map(|w| w["id"].as_str()).collect();
-    let on_h2: BTreeSet<&str> = hosts.iter().filter(|(_, h)| **h == h2).map(|(w, _)| w.as_str()).collect();
+    let on_h2: BTreeSet<&str> = hosts
+        .iter()
+        .filter(|(_, h)| **h == h2)
+        .map(|(w, _)| w.as_str())
+        .collect();
     assert_eq!(left, on_h2, "host 2's workers are untouched");
     eids.push(client.send(&aid, "after the recovery").await);
-    client.wait_complete(&aid, &eids, Duration::from_secs(60)).await;
+    client
+        .wait_complete(&aid, &eids, Duration::from_secs(60))
+        .await;
 
     let (status, env) = request(&client, "DELETE", &format!("/actors/{aid}"), None).await;
     assert_eq!(status, 200, "{env}");
     for engine in [ENGINE1, dd2.as_str()] {
-        wait_for("no container of the actor", Duration::from_secs(20), || async {
-            containers(engine, &label).is_empty().then_some(())
-        })
+        wait_for(
+            "no container of the actor",
+            Duration::from_secs(20),
+            || async { containers(engine, &label).is_empty().then_some(()) },
+        )
         .await;
     }
 }
