@@ -453,7 +453,7 @@ async fn workers_of_one_queue_spread_over_its_hosts() {
     };
     let fake_h2 = fake(&h2);
 
-    // Host 1 takes at most two workers; host 2 has room for all.
+    // Host 1 takes at most three workers; host 2 has room for all.
     let api = host_config(
         &dir,
         "api",
@@ -466,7 +466,7 @@ async fn workers_of_one_queue_spread_over_its_hosts() {
         &dir,
         "h1",
         port,
-        &format!("host_queues = {queue}\nhost_id = {h1}\nmax_workers_per_host = 2"),
+        &format!("host_queues = {queue}\nhost_id = {h1}\nmax_workers_per_host = 3"),
         ENGINE1,
         "autoscaling = false",
     );
@@ -487,25 +487,33 @@ async fn workers_of_one_queue_spread_over_its_hosts() {
         .register(json!({
             "image": "abaco-test/sleep",
             "default_environment": {"SLEEP": "2"},
-            "max_workers": 6,
+            "max_workers": 8,
         }))
         .await;
     let label = format!("abaco.actor={}_{aid}", client.tenant);
-    let (status, env) = request(
-        &client,
-        "POST",
-        &format!("/actors/{aid}/workers"),
-        Some(json!({"num": 6})),
-    )
-    .await;
-    assert_eq!(status, 200, "{env}");
-    // Every worker starts although host 1 fills up: commands it cannot take go to host 2.
-    let hosts = wait_ready(&client, &aid, 6).await;
-    let on = |h: &str| hosts.values().filter(|x| *x == h).count();
+    let scale = |num: u32| {
+        let path = format!("/actors/{aid}/workers");
+        let client = &client;
+        async move {
+            let (status, env) = request(client, "POST", &path, Some(json!({ "num": num }))).await;
+            assert_eq!(status, 200, "{env}");
+        }
+    };
+    // Requests alternate between the free spawners of the queue.
+    scale(4).await;
+    let hosts = wait_ready(&client, &aid, 4).await;
+    let on = |hosts: &BTreeMap<String, String>, h: &str| hosts.values().filter(|x| *x == h).count();
+    assert!(
+        on(&hosts, &h1) >= 1 && on(&hosts, &h2) >= 1,
+        "spread: {hosts:?}"
+    );
+    // Host 1 fills up; the commands it cannot take go to host 2 instead of waiting for it.
+    scale(8).await;
+    let hosts = wait_ready(&client, &aid, 8).await;
     assert_eq!(
-        (on(&h1), on(&h2)),
-        (2, 4),
-        "host 1 is full at two workers: {hosts:?}"
+        on(&hosts, &h1),
+        3,
+        "host 1 is full at three workers: {hosts:?}"
     );
 
     // Host 1's health agent runs beside them (its first pass is at start).
