@@ -7,9 +7,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use abaco_tests::engines::{containers, docker, Cleanup, Creates};
 use abaco_tests::procs::{free_port, write_config, Client, Proc};
 use abaco_tests::{require_docker2, temp_dir, unique, wait_for, Services};
 use serde_json::{json, Value};
@@ -103,120 +103,6 @@ async fn wait_ready(client: &Client, aid: &str, n: usize) -> BTreeMap<String, St
         },
     )
     .await
-}
-
-fn docker(engine: &str, args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .arg("-H")
-        .arg(engine)
-        .args(args)
-        .output()
-        .expect("docker CLI");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// `(abaco.host, abaco.worker, abaco.execution)` of the containers on `engine` matching `label`.
-fn containers(engine: &str, label: &str) -> Vec<(String, String, String)> {
-    let format =
-        r#"{{.Label "abaco.host"}} {{.Label "abaco.worker"}} {{.Label "abaco.execution"}}"#;
-    docker(
-        engine,
-        &[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label={label}"),
-            "--format",
-            format,
-        ],
-    )
-    .lines()
-    .filter_map(|l| {
-        let mut parts = l.split_whitespace().map(str::to_string);
-        Some((
-            parts.next()?,
-            parts.next()?,
-            parts.next().unwrap_or_default(),
-        ))
-    })
-    .collect()
-}
-
-/// Removes what a test left on the engines (kept containers, fakes), even when it fails.
-struct Cleanup(Vec<(String, String)>);
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for (engine, label) in &self.0 {
-            let ids = Command::new("docker")
-                .args([
-                    "-H",
-                    engine,
-                    "ps",
-                    "-aq",
-                    "--filter",
-                    &format!("label={label}"),
-                ])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            for id in ids.split_whitespace() {
-                let _ = Command::new("docker")
-                    .args(["-H", engine, "rm", "-f", id])
-                    .output();
-            }
-        }
-    }
-}
-
-/// `docker events` of the containers created for an actor on one engine, from just before the
-/// test sent its messages: every create, even of containers already removed again.
-struct Creates {
-    child: Child,
-    out: PathBuf,
-}
-
-impl Creates {
-    fn watch(engine: &str, label: &str, since: u64, out: PathBuf) -> Creates {
-        let file = std::fs::File::create(&out).expect("events file");
-        let child = Command::new("docker")
-            .args(["-H", engine, "events", "--since", &since.to_string()])
-            .args(["--filter", "type=container", "--filter", "event=create"])
-            .args(["--filter", &format!("label={label}")])
-            .args([
-                "--format",
-                r#"{{index .Actor.Attributes "abaco.execution"}} {{index .Actor.Attributes "abaco.worker"}}"#,
-            ])
-            .stdout(Stdio::from(file))
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("docker events");
-        Creates { child, out }
-    }
-
-    /// `(execution, worker)` of every create seen so far.
-    fn seen(&self) -> Vec<(String, String)> {
-        std::fs::read_to_string(&self.out)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| {
-                let (e, w) = l.split_once(' ')?;
-                Some((e.to_string(), w.to_string()))
-            })
-            .collect()
-    }
-}
-
-impl Drop for Creates {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn alive(proc: &mut Proc) -> bool {
