@@ -16,6 +16,8 @@ use serde_json::{json, Value};
 
 const ABACO: &str = env!("CARGO_BIN_EXE_abaco");
 const ENGINE1: &str = "unix:///var/run/docker.sock";
+/// The Redis database of these tests (see `own_redis_db`).
+const REDIS_DB: u32 = 11;
 
 /// The services and the second engine's URL, or `None` (outside CI) when something is missing.
 async fn hosts_available() -> Option<String> {
@@ -46,11 +48,20 @@ fn host_config(
              [rabbit]\nuri = {}\n[web]\nbind = 127.0.0.1:{port}\n[spawner]\n{spawner}\n\
              [docker]\ndd = {dd}\nnetwork = none\n[workers]\n{workers}\n",
             home.join("data").display(),
-            services.redis_url,
+            own_redis_db(&services.redis_url),
             services.postgres_url,
             services.amqp_url,
         ),
     )
+}
+
+/// Other tests share Redis and run autoscalers that stop any READY worker idle for a second or
+/// two; the processes here keep their actors and workers in a database of their own so that the
+/// workers these tests count are only ever stopped by them.
+fn own_redis_db(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let host = rest.split('/').next().unwrap_or(rest);
+    format!("{scheme}://{host}/{REDIS_DB}")
 }
 
 fn start(name: &'static str, command: &str, config: &Path) -> Proc {
