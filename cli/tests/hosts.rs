@@ -2,8 +2,9 @@
 //! `abaco spawner` and `abaco health` processes sharing Redis, PostgreSQL and RabbitMQ, each
 //! spawner with its own `host_id` and Docker engine (the second engine is `scripts/dockerd2.sh`).
 //! Host queues (an actor's `queue` decides which spawners start its workers), workers of one queue
-//! spread over every host serving it (a full host leaves commands to the others), and per-host
-//! cleanup (recovery and the orphan sweep touch only containers labelled with their own host).
+//! spread over every host serving it (a full host takes no command from any of its queues and
+//! leaves them to the others), and per-host cleanup (recovery and the orphan sweep touch only
+//! containers labelled with their own host).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -552,4 +553,54 @@ async fn workers_of_one_queue_spread_over_its_hosts() {
         )
         .await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_host_takes_no_command_from_any_of_its_queues() {
+    let Some(_dd2) = hosts_available().await else {
+        return;
+    };
+    let dir = temp_dir("abaco-hosts-");
+    let port = free_port();
+    let (q1, q2) = (unique("q1"), unique("q2"));
+    let host = unique("host-full-");
+    let _cleanup = Cleanup(vec![(ENGINE1.into(), format!("abaco.host={host}"))]);
+    let queues = format!("host_queues = {q1}, {q2}");
+    let api = host_config(&dir, "api", port, &queues, ENGINE1, "");
+    let conf = host_config(
+        &dir,
+        "h",
+        port,
+        &format!("{queues}\nhost_id = {host}\nmax_workers_per_host = 1"),
+        ENGINE1,
+        "",
+    );
+    let _api = start("api", "api", &api);
+    let _spawner = start("spawner", "spawner", &conf);
+    let client = Client::new(port);
+    client.wait_up().await;
+
+    let first = client
+        .register(json!({"image": "abaco-test/echo", "queue": q1}))
+        .await;
+    wait_ready(&client, &first, 1).await;
+    // The host is full: the command for the second actor, on its other queue, waits in the
+    // queue (for another host, or for room here) while the first actor runs a message.
+    let second = client
+        .register(json!({"image": "abaco-test/echo", "queue": q2}))
+        .await;
+    let eid = client.send(&first, "while full").await;
+    client
+        .wait_complete(&first, &[eid], Duration::from_secs(30))
+        .await;
+    let list = workers(&client, &second).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["status"], "REQUESTED", "{list:?}");
+    // Room again: the second actor gets its worker.
+    let (status, env) = request(&client, "DELETE", &format!("/actors/{first}"), None).await;
+    assert_eq!(status, 200, "{env}");
+    let hosts = wait_ready(&client, &second, 1).await;
+    assert!(hosts.values().all(|h| *h == host), "{hosts:?}");
+    let (status, env) = request(&client, "DELETE", &format!("/actors/{second}"), None).await;
+    assert_eq!(status, 200, "{env}");
 }

@@ -45,12 +45,16 @@ pub struct SpawnerContext {
 pub async fn run(ctx: SpawnerContext, shutdown: CancellationToken) -> Result<(), SpawnerError> {
     recover(&ctx).await?;
     let workers = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
+    // One command at a time across all of this host's queues, so that none of them starts a
+    // worker beyond `max_workers_per_host` while another is starting one.
+    let turn = Arc::new(tokio::sync::Mutex::new(()));
     let mut queues = JoinSet::new();
     for queue in ctx.config.spawner.host_queues.clone() {
         queues.spawn(serve_queue(
             ctx.clone(),
             queue,
             workers.clone(),
+            turn.clone(),
             shutdown.clone(),
         ));
     }
@@ -68,6 +72,7 @@ async fn serve_queue(
     ctx: SpawnerContext,
     queue: String,
     workers: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    turn: Arc<tokio::sync::Mutex<()>>,
     shutdown: CancellationToken,
 ) {
     let command_queue = Queue::Command(queue.clone());
@@ -110,6 +115,12 @@ async fn serve_queue(
                     break;
                 }
             };
+            let _turn = turn.lock().await;
+            if running(&workers).await >= capacity {
+                // Another of this host's queues took the last room while this consumer waited.
+                let _ = delivery.nack(true).await;
+                break;
+            }
             let command: SpawnerCommand = match delivery.decode() {
                 Ok(c) => c,
                 Err(err) => {
