@@ -70,6 +70,22 @@ fn start(name: &'static str, command: &str, config: &Path) -> Proc {
     Proc::start(ABACO.as_ref(), name, config, &[command], &log)
 }
 
+/// Waits until the spawner started as `name` with `config` says it consumes its command queues.
+async fn wait_serving(config: &Path, name: &str) {
+    let log = config.with_file_name(format!("{name}.log"));
+    wait_for(
+        &format!("{name} to serve its queues"),
+        Duration::from_secs(30),
+        || async {
+            std::fs::read_to_string(&log)
+                .ok()?
+                .contains("spawner serving command queue")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 /// An API call that returns the status code and the envelope, whatever the status.
 async fn request(client: &Client, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     let mut req = client
@@ -380,6 +396,10 @@ async fn workers_of_one_queue_spread_over_its_hosts() {
     let spawner1 = start("spawner-1", "spawner", &conf1);
     let _spawner2 = start("spawner-2", "spawner", &conf2);
     client.wait_up().await;
+    // Both hosts consume the queue before the first request (a host that comes later only gets
+    // the requests made after it came).
+    wait_serving(&conf1, "spawner-1").await;
+    wait_serving(&conf2, "spawner-2").await;
 
     let aid = client
         .register(json!({
