@@ -1,6 +1,8 @@
 //! The spawner: consumes worker-start commands from `command_channel_{queue}` for each of this
 //! host's queues, takes each requested worker through `SPAWNER SETUP → PULLING IMAGE → CREATING
-//! CONTAINER → READY`, and runs it as a task of this process.
+//! CONTAINER → READY`, and runs it as a task of this process. It takes one command at a time and
+//! only while the host has room (`max_workers_per_host`), so the spawners of a queue share its
+//! commands (ARCHITECTURE.md, "Hosts and queues").
 //!
 //! On start it recovers from a crash of its previous incarnation: worker records of this host are
 //! stale (their tasks died with the process), so they are removed, leftover actor containers of
@@ -43,12 +45,16 @@ pub struct SpawnerContext {
 pub async fn run(ctx: SpawnerContext, shutdown: CancellationToken) -> Result<(), SpawnerError> {
     recover(&ctx).await?;
     let workers = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
+    // One command at a time across all of this host's queues, so that none of them starts a
+    // worker beyond `max_workers_per_host` while another is starting one.
+    let turn = Arc::new(tokio::sync::Mutex::new(()));
     let mut queues = JoinSet::new();
     for queue in ctx.config.spawner.host_queues.clone() {
         queues.spawn(serve_queue(
             ctx.clone(),
             queue,
             workers.clone(),
+            turn.clone(),
             shutdown.clone(),
         ));
     }
@@ -66,10 +72,23 @@ async fn serve_queue(
     ctx: SpawnerContext,
     queue: String,
     workers: Arc<tokio::sync::Mutex<JoinSet<()>>>,
+    turn: Arc<tokio::sync::Mutex<()>>,
     shutdown: CancellationToken,
 ) {
     let command_queue = Queue::Command(queue.clone());
+    let capacity = ctx.config.spawner.max_workers_per_host;
+    let mut announced = false;
     loop {
+        // A host at capacity holds no consumer of the command queue: the broker would still hand
+        // it a command (prefetch), which would then wait for a worker of this host to end while
+        // other spawners of the queue have room. Consuming only with room leaves such commands
+        // to them.
+        while running(&workers).await >= capacity {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+        }
         let mut consumer = match ctx.control.channels.consume(&command_queue).await {
             Ok(c) => c,
             Err(err) => {
@@ -80,31 +99,28 @@ async fn serve_queue(
                 }
             }
         };
-        tracing::info!(%queue, host_id = %ctx.config.spawner.host_id, "spawner serving command queue");
-        loop {
-            // Respect the per-host capacity before taking another command.
-            loop {
-                let running = {
-                    let mut set = workers.lock().await;
-                    while set.try_join_next().is_some() {}
-                    set.len()
-                };
-                if running < ctx.config.spawner.max_workers_per_host {
-                    break;
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-                }
-            }
+        if !announced {
+            tracing::info!(%queue, host_id = %ctx.config.spawner.host_id, "spawner serving command queue");
+            announced = true;
+        }
+        while running(&workers).await < capacity {
             let delivery = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 d = consumer.next() => d,
             };
             let delivery = match delivery {
                 Ok(Some(d)) => d,
-                Ok(None) | Err(_) => break,
+                Ok(None) | Err(_) => {
+                    tracing::warn!(%queue, "command consumer closed; reconnecting");
+                    break;
+                }
             };
+            let _turn = turn.lock().await;
+            if running(&workers).await >= capacity {
+                // Another of this host's queues took the last room while this consumer waited.
+                let _ = delivery.nack(true).await;
+                break;
+            }
             let command: SpawnerCommand = match delivery.decode() {
                 Ok(c) => c,
                 Err(err) => {
@@ -118,8 +134,17 @@ async fn serve_queue(
             spawn_worker(&ctx, command, &workers, &shutdown).await;
             let _ = delivery.ack().await;
         }
-        tracing::warn!(%queue, "command consumer closed; reconnecting");
+        // Dropping the consumer gives a command the broker had already handed to this host back
+        // to the queue.
+        drop(consumer);
     }
+}
+
+/// Workers of this host that are still running.
+async fn running(workers: &tokio::sync::Mutex<JoinSet<()>>) -> usize {
+    let mut set = workers.lock().await;
+    while set.try_join_next().is_some() {}
+    set.len()
 }
 
 /// Takes one requested worker to READY and starts it.

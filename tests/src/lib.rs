@@ -5,6 +5,7 @@
 //! Services: when `CI` is set a missing service fails the test; otherwise the test prints why it
 //! did not run and passes, so a developer without RabbitMQ can still run the rest.
 
+pub mod engines;
 pub mod procs;
 pub mod services;
 
