@@ -149,7 +149,8 @@ class Api:
 class Abaco:
     """One `abaco` process with environment overrides; `with Abaco(...) as a:` stops it."""
 
-    def __init__(self, name, command="serve", port=None, env=None, distributed=False):
+    def __init__(self, name, command="serve", port=None, env=None, distributed=False,
+                 keep_data=False):
         self.name = name
         self.command = command
         self.port = port
@@ -164,8 +165,8 @@ class Abaco:
                 del self.env[key]
         self.env.update(BASE_ENV)
         self.env["store_data_dir"] = str(self.dir / "data")
-        if not distributed:
-            # Every embedded instance starts from an empty store.
+        if not distributed and not keep_data:
+            # Every embedded instance starts from an empty store (unless asked to reuse one).
             shutil.rmtree(self.dir / "data", ignore_errors=True)
         if port is not None:
             self.env["web_bind"] = f"127.0.0.1:{port}"

@@ -14,6 +14,10 @@ actor and 200 of the big actor at random offsets, then a few unpaged listings (A
 every execution of the actor; BENCH_STORE_BIG_LISTS, default 10 each), whose cost grows with
 the actor's execution count.
 
+BENCH_STORE_REUSE=1 skips the fill and measures the rows a previous run left (the embedded
+store in $BENCH_TMP/store-embedded, the `abaco_bench` database and Redis db 9): run the script
+directly, not through run.sh, whose backends.sh would empty them.
+
 Usage: python bench/store_scale.py [embedded] [distributed]   -> bench/out/store.json
 """
 
@@ -34,6 +38,7 @@ BIG_LISTS = int(os.environ.get("BENCH_STORE_BIG_LISTS", "10"))
 MEDIUM = 100
 CONC = 32
 PORTS = {"embedded": 8136, "distributed": 8137}
+REUSE = os.environ.get("BENCH_STORE_REUSE") == "1"
 
 
 async def fill(port, n, make):
@@ -71,11 +76,13 @@ def run_mode(mode):
     env = {"workers_init_count": "0", "spawner_max_workers_per_host": "0"}
     port = PORTS[mode]
     if mode == "embedded":
-        proc = Abaco("store-embedded", "serve", port, env)
+        proc = Abaco("store-embedded", "serve", port, env, keep_data=REUSE)
     else:
         proc = Abaco("store-distributed", "api", port, env, distributed=True)
     with proc:
         api = Api(port)
+        if REUSE:
+            return measure(mode, api, *reused(api))
         t0 = time.monotonic()
         actors = asyncio.run(fill(port, ACTORS, make_actor))
         log(f"{mode}: {ACTORS} actors registered in {time.monotonic() - t0:.1f} s")
@@ -95,27 +102,42 @@ def run_mode(mode):
         log(f"{mode}: {EXECS} executions created in {fill_s:.1f} s ({EXECS / fill_s:.0f}/s)")
         for a in [big] + medium:
             api.ok("DELETE", f"/actors/{a}/messages")
-        rnd = random.Random(6)
-        res = {
-            "actors": ACTORS, "executions": EXECS, "big_actor_executions": BIG,
-            "medium_actor_executions": (EXECS - BIG) // MEDIUM,
-            "fill_executions_per_s": round(EXECS / fill_s, 1),
-            "get_actor": timed(api, [f"/actors/{rnd.choice(actors)}" for _ in range(1000)]),
-            "get_execution": timed(api, [f"/actors/{big}/executions/{rnd.choice(eids[:BIG])}"
-                                         for _ in range(500)]),
-            "list_executions_medium_paged": timed(
-                api, [f"/actors/{rnd.choice(medium)}/executions?limit=100" for _ in range(200)]),
-            "list_executions_big_paged": timed(
-                api, [f"/actors/{big}/executions?limit=100&offset={rnd.randrange(BIG)}"
-                      for _ in range(200)]),
-            "list_executions_medium": timed(api, [f"/actors/{rnd.choice(medium)}/executions"
-                                                  for _ in range(BIG_LISTS)]),
-            "list_executions_big": timed(api, [f"/actors/{big}/executions"] * BIG_LISTS),
-        }
-        for k in ("get_actor", "get_execution", "list_executions_medium_paged",
-                  "list_executions_big_paged", "list_executions_medium", "list_executions_big"):
-            log(f"{mode} {k}: p50 {res[k]['p50_ms']:.2f} ms  p99 {res[k]['p99_ms']:.2f} ms")
+        res = measure(mode, api, actors, eids[:BIG])
+        res["fill_executions_per_s"] = round(EXECS / fill_s, 1)
         api.close()
+    return res
+
+
+def reused(api):
+    """The actors (in registration order) and the big actor's execution ids of an earlier fill."""
+    actors = [a["id"] for a in api.ok("GET", "/actors")["result"]]
+    page = api.ok("GET", f"/actors/{actors[0]}/executions")["result"]["executions"]
+    log(f"reusing {len(actors)} actors; the big actor has {len(page)} executions")
+    return actors, [e["id"] for e in page]
+
+
+def measure(mode, api, actors, big_eids):
+    """The timed reads; `big_eids` are the execution ids of actors[0]."""
+    big, medium = actors[0], actors[1:1 + MEDIUM]
+    rnd = random.Random(6)
+    res = {
+        "actors": len(actors), "executions": EXECS, "big_actor_executions": BIG,
+        "medium_actor_executions": (EXECS - BIG) // MEDIUM,
+        "get_actor": timed(api, [f"/actors/{rnd.choice(actors)}" for _ in range(1000)]),
+        "get_execution": timed(api, [f"/actors/{big}/executions/{rnd.choice(big_eids)}"
+                                     for _ in range(500)]),
+        "list_executions_medium_paged": timed(
+            api, [f"/actors/{rnd.choice(medium)}/executions?limit=100" for _ in range(200)]),
+        "list_executions_big_paged": timed(
+            api, [f"/actors/{big}/executions?limit=100&offset={rnd.randrange(BIG)}"
+                  for _ in range(200)]),
+        "list_executions_medium": timed(api, [f"/actors/{rnd.choice(medium)}/executions"
+                                              for _ in range(BIG_LISTS)]),
+        "list_executions_big": timed(api, [f"/actors/{big}/executions"] * BIG_LISTS),
+    }
+    for k in ("get_actor", "get_execution", "list_executions_medium_paged",
+              "list_executions_big_paged", "list_executions_medium", "list_executions_big"):
+        log(f"{mode} {k}: p50 {res[k]['p50_ms']:.2f} ms  p99 {res[k]['p99_ms']:.2f} ms")
     return res
 
 
