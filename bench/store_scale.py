@@ -110,8 +110,8 @@ def run_mode(mode):
 
 def reused(api):
     """The actors (in registration order) and the big actor's execution ids of an earlier fill."""
-    actors = [a["id"] for a in api.ok("GET", "/actors")["result"]]
-    page = api.ok("GET", f"/actors/{actors[0]}/executions")["result"]["executions"]
+    actors = [a["id"] for a in api.ok("GET", "/actors")]
+    page = api.ok("GET", f"/actors/{actors[0]}/executions")["executions"]
     log(f"reusing {len(actors)} actors; the big actor has {len(page)} executions")
     return actors, [e["id"] for e in page]
 

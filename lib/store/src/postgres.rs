@@ -3,7 +3,9 @@
 //! Redis.
 //!
 //! One table `abaco_docs(kind, key, parent, seq BIGSERIAL, doc JSONB)`; `seq` is drawn on first
-//! insert and kept on replace, so listings follow insertion order. The schema is created at
+//! insert and kept on replace, so listings follow insertion order. `abaco_counts(kind, parent, n)`
+//! holds how many documents each parent has, kept by statement-level triggers (rows locked in
+//! `(kind, parent)` order, so concurrent batches cannot deadlock), so `count` reads one row. The schema is created at
 //! connect under a transaction-scoped advisory lock, so several processes may start at once.
 //! JSONB cannot hold the character U+0000: it is stored as U+FFFD (container logs may carry it).
 //!
@@ -67,6 +69,47 @@ const SCHEMA: &str = "
     );
     CREATE INDEX IF NOT EXISTS abaco_docs_by_parent ON abaco_docs (kind, parent, seq);
     CREATE INDEX IF NOT EXISTS abaco_docs_by_seq ON abaco_docs (kind, seq);
+    DO $$ BEGIN
+        IF to_regclass('abaco_counts') IS NULL THEN
+            CREATE TABLE abaco_counts (
+                kind   TEXT   NOT NULL,
+                parent TEXT   NOT NULL,
+                n      BIGINT NOT NULL,
+                PRIMARY KEY (kind, parent)
+            );
+            INSERT INTO abaco_counts (kind, parent, n)
+                SELECT kind, parent, COUNT(*) FROM abaco_docs GROUP BY kind, parent;
+        END IF;
+    END $$;
+    CREATE OR REPLACE FUNCTION abaco_count_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF TG_OP = 'INSERT' THEN
+            INSERT INTO abaco_counts (kind, parent, n)
+                SELECT kind, parent, COUNT(*) FROM abaco_new GROUP BY kind, parent
+                ORDER BY kind, parent
+            ON CONFLICT (kind, parent) DO UPDATE SET n = abaco_counts.n + EXCLUDED.n;
+        ELSE
+            UPDATE abaco_counts c SET n = c.n - d.n
+            FROM (SELECT kind, parent, COUNT(*) AS n FROM abaco_old GROUP BY kind, parent
+                  ORDER BY kind, parent) d
+            WHERE c.kind = d.kind AND c.parent = d.parent;
+        END IF;
+        RETURN NULL;
+    END $$;
+    CREATE OR REPLACE FUNCTION abaco_count_move() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        UPDATE abaco_counts SET n = n - 1 WHERE kind = OLD.kind AND parent = OLD.parent;
+        INSERT INTO abaco_counts (kind, parent, n) VALUES (NEW.kind, NEW.parent, 1)
+        ON CONFLICT (kind, parent) DO UPDATE SET n = abaco_counts.n + 1;
+        RETURN NULL;
+    END $$;
+    CREATE OR REPLACE TRIGGER abaco_docs_count_insert AFTER INSERT ON abaco_docs
+        REFERENCING NEW TABLE AS abaco_new FOR EACH STATEMENT EXECUTE FUNCTION abaco_count_rows();
+    CREATE OR REPLACE TRIGGER abaco_docs_count_delete AFTER DELETE ON abaco_docs
+        REFERENCING OLD TABLE AS abaco_old FOR EACH STATEMENT EXECUTE FUNCTION abaco_count_rows();
+    CREATE OR REPLACE TRIGGER abaco_docs_count_move AFTER UPDATE OF parent ON abaco_docs
+        FOR EACH ROW WHEN (OLD.parent IS DISTINCT FROM NEW.parent)
+        EXECUTE FUNCTION abaco_count_move();
 ";
 
 impl Postgres {
@@ -392,7 +435,7 @@ impl Backend for Postgres {
             Some(parent) => {
                 let statement = client
                     .prepare_cached(
-                        "SELECT COUNT(*) FROM abaco_docs WHERE kind = $1 AND parent = $2",
+                        "SELECT COALESCE((SELECT n FROM abaco_counts WHERE kind = $1 AND parent = $2), 0)",
                     )
                     .await
                     .map_err(|e| failure("count", e))?;
@@ -400,7 +443,7 @@ impl Backend for Postgres {
             }
             None => {
                 let statement = client
-                    .prepare_cached("SELECT COUNT(*) FROM abaco_docs WHERE kind = $1")
+                    .prepare_cached("SELECT COALESCE(SUM(n), 0)::BIGINT FROM abaco_counts WHERE kind = $1")
                     .await
                     .map_err(|e| failure("count", e))?;
                 client.query_one(&statement, &[&kind.name()]).await

@@ -63,6 +63,32 @@ const SCHEMA: &str = "
     CREATE INDEX IF NOT EXISTS docs_by_seq ON docs (kind, seq);
 ";
 
+/// How many documents each `(kind, parent)` holds, kept by triggers in the writing transaction,
+/// so `count` reads one row instead of walking an index (an actor's executions: up to millions).
+/// A store made before this table existed gets it filled once, at open.
+const COUNTS: &str = "
+    CREATE TABLE counts (
+        kind   TEXT    NOT NULL,
+        parent TEXT    NOT NULL,
+        n      INTEGER NOT NULL,
+        PRIMARY KEY (kind, parent)
+    ) WITHOUT ROWID;
+    INSERT INTO counts (kind, parent, n) SELECT kind, parent, COUNT(*) FROM docs GROUP BY kind, parent;
+    CREATE TRIGGER docs_count_insert AFTER INSERT ON docs BEGIN
+        INSERT INTO counts (kind, parent, n) VALUES (new.kind, new.parent, 1)
+        ON CONFLICT (kind, parent) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER docs_count_delete AFTER DELETE ON docs BEGIN
+        UPDATE counts SET n = n - 1 WHERE kind = old.kind AND parent = old.parent;
+    END;
+    CREATE TRIGGER docs_count_move AFTER UPDATE OF parent ON docs
+    WHEN old.parent IS NOT new.parent BEGIN
+        UPDATE counts SET n = n - 1 WHERE kind = old.kind AND parent = old.parent;
+        INSERT INTO counts (kind, parent, n) VALUES (new.kind, new.parent, 1)
+        ON CONFLICT (kind, parent) DO UPDATE SET n = n + 1;
+    END;
+";
+
 impl Sqlite {
     /// Opens (creating when needed) `{dir}/store.sqlite3` and its schema, and starts the writer.
     pub fn open(dir: &Path) -> Result<Sqlite> {
@@ -91,6 +117,17 @@ impl Sqlite {
         conn.execute_batch("PRAGMA synchronous = NORMAL;")
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        let has_counts: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'counts')",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(unavailable)?;
+        if !has_counts {
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {COUNTS} COMMIT;"))
+                .map_err(unavailable)?;
+        }
         let seq: i64 = conn
             .query_row("SELECT COALESCE(MAX(seq), 0) FROM docs", [], |row| {
                 row.get(0)
@@ -434,10 +471,12 @@ impl Backend for Sqlite {
         self.read("count", move |conn| {
             let n: i64 = match &parent {
                 Some(parent) => conn
-                    .prepare_cached("SELECT COUNT(*) FROM docs WHERE kind = ?1 AND parent = ?2")?
-                    .query_row(params![kind.name(), parent], |row| row.get(0))?,
+                    .prepare_cached("SELECT n FROM counts WHERE kind = ?1 AND parent = ?2")?
+                    .query_row(params![kind.name(), parent], |row| row.get(0))
+                    .optional()?
+                    .unwrap_or(0),
                 None => conn
-                    .prepare_cached("SELECT COUNT(*) FROM docs WHERE kind = ?1")?
+                    .prepare_cached("SELECT COALESCE(SUM(n), 0) FROM counts WHERE kind = ?1")?
                     .query_row(params![kind.name()], |row| row.get(0))?,
             };
             Ok(u64::try_from(n).unwrap_or(0))

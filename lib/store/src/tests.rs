@@ -181,6 +181,8 @@ async fn raw_primitives(store: &Store, kind: Kind, run: &str) {
         .unwrap();
     let listing = raw.list(kind, Some(&parent), Page::all()).await.unwrap();
     assert_eq!(keys(&listing), [&k[1], &k[3], &k[4], &k[2]], "{ctx}");
+    // Counts follow deletes, re-inserts and moves between parents.
+    assert_eq!(raw.count(kind, Some(&parent)).await.unwrap(), 4, "{ctx}");
     assert_eq!(raw.count(kind, Some(&other)).await.unwrap(), 0, "{ctx}");
     assert!(raw
         .list(kind, Some(&other), Page::all())
@@ -557,6 +559,34 @@ async fn embedded_store_survives_reopening() {
         .await
         .unwrap();
     assert_eq!(listed, vec![before, after]);
+    drop(store);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A store written before the per-parent counts existed gets them filled at open.
+#[tokio::test]
+async fn embedded_counts_are_filled_for_an_older_store() {
+    let dir = temp_dir();
+    let owner = actor("COUNTS");
+    {
+        let store = Store::open_embedded(&dir).unwrap();
+        for _ in 0..3 {
+            let e = Execution::submitted(&owner, ExecutionId::generate(), "tester", now());
+            store.put_execution(&e).await.unwrap();
+        }
+    }
+    let conn = rusqlite::Connection::open(dir.join("store.sqlite3")).unwrap();
+    conn.execute_batch(
+        "DROP TRIGGER docs_count_insert; DROP TRIGGER docs_count_delete;
+         DROP TRIGGER docs_count_move; DROP TABLE counts;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = Store::open_embedded(&dir).unwrap();
+    assert_eq!(store.count_executions(&owner.db_id()).await.unwrap(), 3);
+    let e = Execution::submitted(&owner, ExecutionId::generate(), "tester", now());
+    store.put_execution(&e).await.unwrap();
+    assert_eq!(store.count_executions(&owner.db_id()).await.unwrap(), 4);
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
 }
