@@ -5,6 +5,12 @@
 //! empty, READY workers idle longer than `[workers] autoscale_idle_time` are stopped, down to zero
 //! — or down to one for actors with the `sync` hint, kept while used within `sync_max_idle_time`.
 //! Stateful actors are never scaled (one worker at a time).
+//!
+//! Each health agent scales only the actors of the queues it lists in `[spawner] host_queues`,
+//! and of each queue only while it holds the queue's lease (`autoscaler:{queue}` in the store,
+//! renewed every pass, taken over when its holder has not renewed it for three periods): with a
+//! health agent on every compute host, one of them scales a queue at a time, so two passes never
+//! both add workers for the same messages.
 
 use std::time::Duration;
 
@@ -29,6 +35,11 @@ pub async fn run(ctx: HealthContext, shutdown: CancellationToken) {
         return;
     }
     let period = Duration::from_secs(ctx.config.workers.autoscale_period.max(1));
+    let holder = format!(
+        "{}:{}",
+        ctx.config.spawner.host_id,
+        abaco_core::ids::new_hashid()
+    );
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -36,7 +47,17 @@ pub async fn run(ctx: HealthContext, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        match pass(&ctx).await {
+        let queues = match leased_queues(&ctx, &holder, period).await {
+            Ok(queues) => queues,
+            Err(err) => {
+                tracing::warn!(cause = %err, "autoscaler cannot renew its queue leases; will retry");
+                continue;
+            }
+        };
+        if queues.is_empty() {
+            continue;
+        }
+        match pass(&ctx, &queues).await {
             Ok(s) if s != Scaling::default() => tracing::info!(?s, "autoscaler acted"),
             Ok(_) => {}
             Err(err) => tracing::warn!(cause = %err, "autoscaler pass failed; will retry"),
@@ -44,14 +65,39 @@ pub async fn run(ctx: HealthContext, shutdown: CancellationToken) {
     }
 }
 
-/// One autoscaler pass over every actor.
-pub async fn pass(ctx: &HealthContext) -> Result<Scaling, abaco_control::ControlError> {
+/// The queues of `[spawner] host_queues` whose lease `holder` holds after this call.
+pub async fn leased_queues(
+    ctx: &HealthContext,
+    holder: &str,
+    period: Duration,
+) -> Result<Vec<String>, abaco_store::StoreError> {
+    let ttl = period * 3;
+    let mut held = Vec::new();
+    for queue in &ctx.config.spawner.host_queues {
+        if ctx
+            .control
+            .store
+            .lease(&format!("autoscaler:{queue}"), holder, ttl)
+            .await?
+        {
+            held.push(queue.clone());
+        }
+    }
+    Ok(held)
+}
+
+/// One autoscaler pass over the actors of `queues`.
+pub async fn pass(
+    ctx: &HealthContext,
+    queues: &[String],
+) -> Result<Scaling, abaco_control::ControlError> {
     let store = &ctx.control.store;
     let mut scaling = Scaling::default();
     let all_workers = store.all_workers().await?;
     let mut total_viable = all_workers.iter().filter(|w| w.status.is_viable()).count();
     for actor in store.all_actors().await? {
         if !actor.stateless
+            || !queues.contains(&actor.queue)
             || matches!(actor.status, ActorStatus::Error | ActorStatus::ShuttingDown)
         {
             continue;

@@ -138,6 +138,32 @@ impl Store {
         Ok(holder_of(doc.as_ref()).map(str::to_string))
     }
 
+    /// Takes or renews the lease `name` for `holder`: granted when nobody holds it, when `holder`
+    /// already does (its `since` is renewed), or when the holder has not renewed it within
+    /// `ttl` (it died). Processes that call this every period take turns only when one dies.
+    pub async fn lease(&self, name: &str, holder: &str, ttl: std::time::Duration) -> Result<bool> {
+        let stamp = now();
+        let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let doc = json!({"holder": holder, "since": display(Some(&stamp))});
+        let take = |current: Option<&Value>| {
+            let expired = current
+                .and_then(|d| d.get("since"))
+                .and_then(Value::as_str)
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .is_none_or(|since| stamp.signed_duration_since(since) >= ttl);
+            match holder_of(current) {
+                Some(other) if other != holder && !expired => None,
+                _ => Some(doc.clone()),
+            }
+        };
+        Ok(matches!(
+            self.0
+                .update(Kind::Meta, &lock_key(name), LOCKS, &take)
+                .await?,
+            Update::Written(_)
+        ))
+    }
+
     /// Hands the lock `name` from `from` to `to` (resetting `since`) if `from` has it.
     pub async fn steal_lock(&self, name: &str, from: &str, to: &str) -> Result<bool> {
         let doc = lock_doc(to);

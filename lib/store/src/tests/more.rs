@@ -28,6 +28,7 @@ pub(super) async fn suite(store: &Store) {
     counters(store, &run).await;
     viable_workers(store, &run).await;
     locks(store, &run).await;
+    leases(store, &run).await;
 }
 
 /// Runs 20 copies of `task` at once; their results in spawn order.
@@ -493,4 +494,33 @@ async fn embedded_update_on_current_thread() {
     assert!(!store.try_lock("single", "you").await.unwrap());
     drop(store);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+async fn leases(store: &Store, run: &str) {
+    use std::time::Duration;
+    let name = format!("{run}-lease");
+    let long = Duration::from_secs(60);
+    // Twenty processes race for a free lease: one gets it.
+    let won = race(|i| {
+        let (store, name) = (store.clone(), name.clone());
+        async move { store.lease(&name, &format!("p{i}"), long).await.unwrap() }
+    })
+    .await;
+    let winners: Vec<usize> = (0..20).filter(|i| won[*i]).collect();
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let holder = format!("p{}", winners[0]);
+    // The holder renews it; the others are refused while it is fresh.
+    assert!(store.lease(&name, &holder, long).await.unwrap());
+    assert!(!store.lease(&name, "other", long).await.unwrap());
+    assert_eq!(
+        store.lock_holder(&name).await.unwrap(),
+        Some(holder.clone())
+    );
+    // A holder that stopped renewing loses it once the TTL has passed.
+    assert!(store.lease(&name, "other", Duration::ZERO).await.unwrap());
+    assert_eq!(
+        store.lock_holder(&name).await.unwrap().as_deref(),
+        Some("other")
+    );
+    assert!(!store.lease(&name, &holder, long).await.unwrap());
 }
