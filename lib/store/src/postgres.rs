@@ -3,10 +3,15 @@
 //! Redis.
 //!
 //! One table `abaco_docs(kind, key, parent, seq BIGSERIAL, doc JSONB)`; `seq` is drawn on first
-//! insert and kept on replace, so listings follow insertion order. `abaco_counts(kind, parent, n)`
-//! holds how many documents each parent has, kept by statement-level triggers (rows locked in
-//! `(kind, parent)` order, so concurrent batches cannot deadlock), so `count` reads one row. The schema is created at
-//! connect under a transaction-scoped advisory lock, so several processes may start at once.
+//! insert and kept on replace, so listings follow insertion order. `abaco_counts(kind, parent,
+//! n)` holds how many documents each parent has, kept by statement-level triggers (rows locked in
+//! `(kind, parent)` order, so concurrent batches cannot deadlock), so `count` reads one row. The
+//! schema is created at connect under a transaction-scoped advisory lock, so several processes may
+//! start at once.
+//! The file is over 600 lines because the schema (with its triggers), the put batcher and the
+//! ten primitives of `Backend` each need their SQL next to them; splitting them would separate a
+//! primitive from the statement that makes it atomic.
+//!
 //! JSONB cannot hold the character U+0000: it is stored as U+FFFD (container logs may carry it).
 //!
 //! `put` is group-committed: concurrent puts wait in a queue and go to the server as one

@@ -10,6 +10,10 @@
 //! read runs on the caller's thread (microseconds, no hand-off), listings and counts on the
 //! blocking pool. A caller is answered only after its commit, so it reads its own writes.
 //!
+//! The file is over 600 lines because the schema (with its count triggers), the writer thread,
+//! the read pool and the ten primitives of `Backend` belong together: each primitive's SQL sits
+//! next to the transaction rules it relies on.
+//!
 //! `seq` orders listings: it comes from a counter (loaded from `MAX(seq)` at open) on first insert
 //! and is kept on replace. `update` runs its function on the caller's task (it borrows, so it
 //! cannot move to the writer): the writer sends the current document over a channel and waits for

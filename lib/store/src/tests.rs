@@ -3,6 +3,9 @@
 //! unique run id, since those servers are shared). Plus reopening the embedded store, and 20
 //! concurrent guarded transitions of which exactly one may win, on both backends. The atomic
 //! primitives and the counters and locks built on them are in `tests/more.rs`.
+//!
+//! Just over 600 lines: one suite walks every primitive and typed method in order, on the same
+//! store; splitting it would duplicate the setup each part depends on.
 
 // Tests fail loudly on purpose.
 #![allow(clippy::unwrap_used)]
