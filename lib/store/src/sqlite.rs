@@ -39,14 +39,93 @@ const MAX_IDLE_READERS: usize = 8;
 pub(crate) struct Sqlite {
     jobs: mpsc::Sender<Job>,
     readers: Arc<Readers>,
+    cache: Arc<Cache>,
 }
 
 /// The answer of a job once its transaction committed (or failed to).
 type Finish = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
 
-/// A write: runs inside the writer's transaction with the `seq` counter (or, given `None`, answers
-/// that no transaction could begin); says whether it succeeded, so a failure rolls back alone.
-type Job = Box<dyn FnOnce(Option<(&Connection, &mut i64)>) -> (bool, Finish) + Send>;
+/// A write's work: runs inside the writer's transaction with the `seq` counter (or, given `None`,
+/// answers that no transaction could begin); says whether it succeeded, so a failure rolls back
+/// alone.
+type Work = Box<dyn FnOnce(Option<(&Connection, &mut i64)>) -> (bool, Finish) + Send>;
+
+/// A write and what it may change, so the cache forgets it before the caller is answered.
+struct Job {
+    work: Work,
+    touches: Touch,
+}
+
+/// What a write may change.
+#[derive(Clone)]
+enum Touch {
+    Key(Kind, String),
+    Kind(Kind),
+}
+
+/// The documents of the small, hot kinds (actors, permissions, aliases: read by every request)
+/// kept in memory. Coherent because this process makes every write to the file: the writer
+/// forgets what a transaction touched before answering its callers, and a read that raced with
+/// a write never stores what it read (the generation moved on).
+struct Cache {
+    inner: Mutex<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    docs: std::collections::HashMap<(Kind, String), Option<Value>>,
+    generation: u64,
+}
+
+/// Entries kept before the cache starts over.
+const CACHE_ENTRIES: usize = 20_000;
+
+impl Cache {
+    fn cached(kind: Kind) -> bool {
+        matches!(kind, Kind::Actors | Kind::Permissions | Kind::Aliases)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The cached document (`Some(None)`: known absent), or the generation to store a read under.
+    fn get(&self, kind: Kind, key: &str) -> std::result::Result<Option<Value>, u64> {
+        let inner = self.lock();
+        match inner.docs.get(&(kind, key.to_string())) {
+            Some(doc) => Ok(doc.clone()),
+            None => Err(inner.generation),
+        }
+    }
+
+    fn store(&self, kind: Kind, key: &str, doc: &Option<Value>, generation: u64) {
+        let mut inner = self.lock();
+        if inner.generation != generation {
+            return;
+        }
+        if inner.docs.len() >= CACHE_ENTRIES {
+            inner.docs.clear();
+        }
+        inner.docs.insert((kind, key.to_string()), doc.clone());
+    }
+
+    fn forget(&self, touch: &Touch) {
+        let kind = match touch {
+            Touch::Key(kind, _) | Touch::Kind(kind) => *kind,
+        };
+        if !Self::cached(kind) {
+            return;
+        }
+        let mut inner = self.lock();
+        inner.generation += 1;
+        match touch {
+            Touch::Key(kind, key) => {
+                inner.docs.remove(&(*kind, key.clone()));
+            }
+            Touch::Kind(kind) => inner.docs.retain(|(k, _), _| k != kind),
+        }
+    }
+}
 
 /// Read-only connections to the store file, opened on demand and reused.
 struct Readers {
@@ -138,9 +217,13 @@ impl Sqlite {
             })
             .map_err(unavailable)?;
         let (jobs, queue) = mpsc::channel::<Job>();
+        let cache = Arc::new(Cache {
+            inner: Mutex::new(CacheInner::default()),
+        });
+        let writer_cache = Arc::clone(&cache);
         std::thread::Builder::new()
             .name("abaco-store-writer".into())
-            .spawn(move || write_loop(conn, seq, queue))
+            .spawn(move || write_loop(conn, seq, queue, &writer_cache))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
         let readers = Arc::new(Readers {
             path: path.clone(),
@@ -152,17 +235,22 @@ impl Sqlite {
             _ => StoreError::Unavailable(format!("SQLite {}", path.display())),
         })?;
         readers.give_back(first);
-        Ok(Sqlite { jobs, readers })
+        Ok(Sqlite {
+            jobs,
+            readers,
+            cache,
+        })
     }
 
     /// Runs the write `f` in the writer's next transaction; answers once that committed.
-    async fn write<T, F>(&self, what: &'static str, f: F) -> Result<T>
+    /// `touches` names what it may change.
+    async fn write<T, F>(&self, what: &'static str, touches: Touch, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection, &mut i64) -> std::result::Result<T, Failure> + Send + 'static,
     {
         let (answer, answered) = tokio::sync::oneshot::channel();
-        let job: Job = Box::new(move |ctx| {
+        let work: Work = Box::new(move |ctx| {
             let outcome = match ctx {
                 Some((conn, seq)) => f(conn, seq),
                 None => Err(Failure::Other("no transaction could begin".into())),
@@ -178,7 +266,7 @@ impl Sqlite {
             (succeeded, finish)
         });
         self.jobs
-            .send(job)
+            .send(Job { work, touches })
             .map_err(|_| StoreError::Unavailable(format!("SQLite {what}: the writer stopped")))?;
         let outcome = answered
             .await
@@ -234,7 +322,7 @@ impl Readers {
 
 /// The writer thread: takes every waiting job (up to `MAX_BATCH`), runs them in one transaction,
 /// each in a savepoint, commits, answers. Ends when every `Sqlite` handle is gone.
-fn write_loop(conn: Connection, mut seq: i64, queue: mpsc::Receiver<Job>) {
+fn write_loop(conn: Connection, mut seq: i64, queue: mpsc::Receiver<Job>, cache: &Cache) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -246,17 +334,19 @@ fn write_loop(conn: Connection, mut seq: i64, queue: mpsc::Receiver<Job>) {
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let cause = format!("begin: {e}");
             for job in batch {
-                let (_, finish) = job(None);
+                let (_, finish) = (job.work)(None);
                 finish(Err(cause.clone()));
             }
             continue;
         }
         let mut finishes = Vec::with_capacity(batch.len());
+        let mut touched = Vec::with_capacity(batch.len());
         for job in batch {
+            touched.push(job.touches);
             let (succeeded, finish) = match conn.execute_batch("SAVEPOINT job") {
-                Ok(()) => job(Some((&conn, &mut seq))),
+                Ok(()) => (job.work)(Some((&conn, &mut seq))),
                 Err(e) => {
-                    let (_, finish) = job(None);
+                    let (_, finish) = (job.work)(None);
                     finishes.push(finish);
                     tracing::warn!(cause = %e, "SQLite store: savepoint failed");
                     continue;
@@ -272,6 +362,10 @@ fn write_loop(conn: Connection, mut seq: i64, queue: mpsc::Receiver<Job>) {
             let _ = conn.execute_batch("ROLLBACK");
             e.to_string()
         });
+        // Before anyone is answered: a caller's next read must not find what it replaced.
+        for touch in &touched {
+            cache.forget(touch);
+        }
         for finish in finishes {
             finish(commit.clone());
         }
@@ -361,8 +455,17 @@ fn sql_limit(page: Page) -> (i64, i64) {
 #[async_trait]
 impl Backend for Sqlite {
     async fn get(&self, kind: Kind, key: &str) -> Result<Option<Value>> {
+        let generation = if Cache::cached(kind) {
+            match self.cache.get(kind, key) {
+                Ok(doc) => return Ok(doc),
+                Err(generation) => Some(generation),
+            }
+        } else {
+            None
+        };
         // A point read takes microseconds: it runs here, without a hand-off to another thread.
-        self.readers
+        let doc = self
+            .readers
             .with(|conn| {
                 let text: Option<String> = conn
                     .prepare_cached("SELECT doc FROM docs WHERE kind = ?1 AND key = ?2")?
@@ -370,12 +473,16 @@ impl Backend for Sqlite {
                     .optional()?;
                 text.map(|t| parse(kind, key, &t)).transpose()
             })
-            .map_err(|f| f.into_error("get"))
+            .map_err(|f| f.into_error("get"))?;
+        if let Some(generation) = generation {
+            self.cache.store(kind, key, &doc, generation);
+        }
+        Ok(doc)
     }
 
     async fn put(&self, kind: Kind, key: &str, parent: &str, doc: &Value) -> Result<()> {
         let (key, parent, text) = (key.to_string(), parent.to_string(), encode(doc)?);
-        self.write("put", move |conn, seq| {
+        self.write("put", Touch::Key(kind, key.clone()), move |conn, seq| {
             *seq += 1;
             conn.prepare_cached(
                 "INSERT INTO docs (kind, key, parent, seq, doc) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -390,7 +497,7 @@ impl Backend for Sqlite {
 
     async fn insert_new(&self, kind: Kind, key: &str, parent: &str, doc: &Value) -> Result<bool> {
         let (key, parent, text) = (key.to_string(), parent.to_string(), encode(doc)?);
-        self.write("insert", move |conn, seq| {
+        self.write("insert", Touch::Key(kind, key.clone()), move |conn, seq| {
             *seq += 1;
             let inserted = conn
                 .prepare_cached(
@@ -405,7 +512,7 @@ impl Backend for Sqlite {
 
     async fn delete(&self, kind: Kind, key: &str) -> Result<bool> {
         let key = key.to_string();
-        self.write("delete", move |conn, _| {
+        self.write("delete", Touch::Key(kind, key.clone()), move |conn, _| {
             let n = conn
                 .prepare_cached("DELETE FROM docs WHERE kind = ?1 AND key = ?2")?
                 .execute(params![kind.name(), key])?;
@@ -416,7 +523,7 @@ impl Backend for Sqlite {
 
     async fn delete_children(&self, kind: Kind, parent: &str) -> Result<u64> {
         let parent = parent.to_string();
-        self.write("delete children", move |conn, _| {
+        self.write("delete children", Touch::Kind(kind), move |conn, _| {
             let n = conn
                 .prepare_cached("DELETE FROM docs WHERE kind = ?1 AND parent = ?2")?
                 .execute(params![kind.name(), parent])?;
@@ -503,7 +610,7 @@ impl Backend for Sqlite {
             )
         });
         let patch = patch.clone();
-        self.write("merge", move |tx, _| {
+        self.write("merge", Touch::Key(kind, key.clone()), move |tx, _| {
             let text: Option<String> = tx
                 .prepare_cached("SELECT doc FROM docs WHERE kind = ?1 AND key = ?2")?
                 .query_row(params![kind.name(), key], |row| row.get(0))
@@ -542,7 +649,7 @@ impl Backend for Sqlite {
         let (key, parent) = (key.to_string(), parent.to_string());
         let (current_tx, current_rx) = tokio::sync::oneshot::channel::<Option<Value>>();
         let (next_tx, next_rx) = tokio::sync::oneshot::channel::<Option<Value>>();
-        let transaction = self.write("update", move |tx, seq| {
+        let transaction = self.write("update", Touch::Key(kind, key.clone()), move |tx, seq| {
             let current = read_doc(tx, kind, &key)?;
             current_tx
                 .send(current.clone())
@@ -589,40 +696,48 @@ impl Backend for Sqlite {
     ) -> Result<bool> {
         let (key, parent, text) = (key.to_string(), parent.to_string(), encode(doc)?);
         let (field, blocking) = (field.to_string(), owned_values(blocking));
-        self.write("insert unless sibling", move |tx, seq| {
-            let siblings: Vec<(String, String)> = tx
-                .prepare_cached("SELECT key, doc FROM docs WHERE kind = ?1 AND parent = ?2")?
-                .query_map(params![kind.name(), parent], |row| {
-                    Ok((row.get(0)?, row.get(1)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            let blocking = borrowed(&blocking);
-            for (sibling, sibling_text) in &siblings {
-                let sibling_doc = parse(kind, sibling, sibling_text)?;
-                if guard_holds(&sibling_doc, Some((&field, &blocking))) {
-                    return Ok(false);
+        self.write(
+            "insert unless sibling",
+            Touch::Key(kind, key.clone()),
+            move |tx, seq| {
+                let siblings: Vec<(String, String)> = tx
+                    .prepare_cached("SELECT key, doc FROM docs WHERE kind = ?1 AND parent = ?2")?
+                    .query_map(params![kind.name(), parent], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                let blocking = borrowed(&blocking);
+                for (sibling, sibling_text) in &siblings {
+                    let sibling_doc = parse(kind, sibling, sibling_text)?;
+                    if guard_holds(&sibling_doc, Some((&field, &blocking))) {
+                        return Ok(false);
+                    }
                 }
-            }
-            *seq += 1;
-            insert_doc(tx, *seq, kind, &key, &parent, &text)
-        })
+                *seq += 1;
+                insert_doc(tx, *seq, kind, &key, &parent, &text)
+            },
+        )
         .await
     }
 
     async fn delete_guarded(&self, kind: Kind, key: &str, guard: (&str, &[&str])) -> Result<bool> {
         let key = key.to_string();
         let (field, allowed) = (guard.0.to_string(), owned_values(guard.1));
-        self.write("guarded delete", move |tx, _| {
-            let Some(doc) = read_doc(tx, kind, &key)? else {
-                return Ok(false);
-            };
-            if !guard_holds(&doc, Some((&field, &borrowed(&allowed)))) {
-                return Ok(false);
-            }
-            tx.prepare_cached("DELETE FROM docs WHERE kind = ?1 AND key = ?2")?
-                .execute(params![kind.name(), key])?;
-            Ok(true)
-        })
+        self.write(
+            "guarded delete",
+            Touch::Key(kind, key.clone()),
+            move |tx, _| {
+                let Some(doc) = read_doc(tx, kind, &key)? else {
+                    return Ok(false);
+                };
+                if !guard_holds(&doc, Some((&field, &borrowed(&allowed)))) {
+                    return Ok(false);
+                }
+                tx.prepare_cached("DELETE FROM docs WHERE kind = ?1 AND key = ?2")?
+                    .execute(params![kind.name(), key])?;
+                Ok(true)
+            },
+        )
         .await
     }
 }

@@ -29,6 +29,7 @@ pub(super) async fn suite(store: &Store) {
     viable_workers(store, &run).await;
     locks(store, &run).await;
     leases(store, &run).await;
+    reads_follow_writes(store, &run).await;
 }
 
 /// Runs 20 copies of `task` at once; their results in spawn order.
@@ -523,4 +524,41 @@ async fn leases(store: &Store, run: &str) {
         Some("other")
     );
     assert!(!store.lease(&name, &holder, long).await.unwrap());
+}
+
+/// Reads racing with writes of the same key (actors and permissions are cached in memory by the
+/// embedded backend): each writer reads its own write back, and the last read sees every write.
+async fn reads_follow_writes(store: &Store, run: &str) {
+    for kind in [Kind::Actors, Kind::Permissions] {
+        let key = format!("{run}-{}-raced", kind.name());
+        let seen = race(|_| {
+            let (store, key) = (store.clone(), key.clone());
+            async move {
+                let raw = store.raw();
+                let mut own = 0;
+                for _ in 0..5 {
+                    let _ = raw.get(kind, &key).await.unwrap();
+                    let written = match raw.update(kind, &key, "p", &increment).await.unwrap() {
+                        Update::Written(doc) => doc["n"].as_i64().unwrap(),
+                        other => panic!("update refused: {other:?}"),
+                    };
+                    let read = raw.get(kind, &key).await.unwrap().unwrap()["n"]
+                        .as_i64()
+                        .unwrap();
+                    assert!(
+                        read >= written,
+                        "{kind:?}: wrote {written}, then read {read}"
+                    );
+                    own += 1;
+                }
+                own
+            }
+        })
+        .await;
+        assert_eq!(seen.iter().sum::<i64>(), 100);
+        let last = store.raw().get(kind, &key).await.unwrap().unwrap();
+        assert_eq!(last["n"], 100, "{kind:?}");
+        assert!(store.raw().delete(kind, &key).await.unwrap());
+        assert_eq!(store.raw().get(kind, &key).await.unwrap(), None, "{kind:?}");
+    }
 }
