@@ -9,6 +9,9 @@
 //! share one commit instead of paying one each. Reads use a pool of read-only connections: a point
 //! read runs on the caller's thread (microseconds, no hand-off), listings and counts on the
 //! blocking pool. A caller is answered only after its commit, so it reads its own writes.
+//! Actors, permission maps and aliases (read by every request) are also kept in memory: coherent
+//! because this process makes every write to the file, and the writer forgets what a transaction
+//! touched before it answers (see `Cache`).
 //!
 //! The file is over 600 lines because the schema (with its count triggers), the writer thread,
 //! the read pool and the ten primitives of `Backend` belong together: each primitive's SQL sits
