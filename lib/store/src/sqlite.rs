@@ -11,11 +11,11 @@
 //! blocking pool. A caller is answered only after its commit, so it reads its own writes.
 //! Actors, permission maps and aliases (read by every request) are also kept in memory: coherent
 //! because this process makes every write to the file, and the writer forgets what a transaction
-//! touched before it answers (see `Cache`).
+//! touched before it answers (`sqlite/cache.rs`).
 //!
 //! The file is over 600 lines because the schema (with its count triggers), the writer thread,
 //! the read pool and the ten primitives of `Backend` belong together: each primitive's SQL sits
-//! next to the transaction rules it relies on.
+//! next to the transaction rules it relies on. The cache lives in `sqlite/cache.rs`.
 //!
 //! `seq` orders listings: it comes from a counter (loaded from `MAX(seq)` at open) on first insert
 //! and is kept on replace. `update` runs its function on the caller's task (it borrows, so it
@@ -28,6 +28,10 @@ use std::sync::{mpsc, Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use serde_json::{Map, Value};
+
+mod cache;
+
+use cache::{Cache, Touch};
 
 use crate::backend::{apply_patch, guard_holds, Backend, Kind, Merge, Page, Update, UpdateFn};
 use crate::{Result, StoreError};
@@ -57,77 +61,6 @@ type Work = Box<dyn FnOnce(Option<(&Connection, &mut i64)>) -> (bool, Finish) + 
 struct Job {
     work: Work,
     touches: Touch,
-}
-
-/// What a write may change.
-#[derive(Clone)]
-enum Touch {
-    Key(Kind, String),
-    Kind(Kind),
-}
-
-/// The documents of the small, hot kinds (actors, permissions, aliases: read by every request)
-/// kept in memory. Coherent because this process makes every write to the file: the writer
-/// forgets what a transaction touched before answering its callers, and a read that raced with
-/// a write never stores what it read (the generation moved on).
-struct Cache {
-    inner: Mutex<CacheInner>,
-}
-
-#[derive(Default)]
-struct CacheInner {
-    docs: std::collections::HashMap<(Kind, String), Option<Value>>,
-    generation: u64,
-}
-
-/// Entries kept before the cache starts over.
-const CACHE_ENTRIES: usize = 20_000;
-
-impl Cache {
-    fn cached(kind: Kind) -> bool {
-        matches!(kind, Kind::Actors | Kind::Permissions | Kind::Aliases)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// The cached document (`Some(None)`: known absent), or the generation to store a read under.
-    fn get(&self, kind: Kind, key: &str) -> std::result::Result<Option<Value>, u64> {
-        let inner = self.lock();
-        match inner.docs.get(&(kind, key.to_string())) {
-            Some(doc) => Ok(doc.clone()),
-            None => Err(inner.generation),
-        }
-    }
-
-    fn store(&self, kind: Kind, key: &str, doc: &Option<Value>, generation: u64) {
-        let mut inner = self.lock();
-        if inner.generation != generation {
-            return;
-        }
-        if inner.docs.len() >= CACHE_ENTRIES {
-            inner.docs.clear();
-        }
-        inner.docs.insert((kind, key.to_string()), doc.clone());
-    }
-
-    fn forget(&self, touch: &Touch) {
-        let kind = match touch {
-            Touch::Key(kind, _) | Touch::Kind(kind) => *kind,
-        };
-        if !Self::cached(kind) {
-            return;
-        }
-        let mut inner = self.lock();
-        inner.generation += 1;
-        match touch {
-            Touch::Key(kind, key) => {
-                inner.docs.remove(&(*kind, key.clone()));
-            }
-            Touch::Kind(kind) => inner.docs.retain(|(k, _), _| k != kind),
-        }
-    }
 }
 
 /// Read-only connections to the store file, opened on demand and reused.
@@ -220,9 +153,7 @@ impl Sqlite {
             })
             .map_err(unavailable)?;
         let (jobs, queue) = mpsc::channel::<Job>();
-        let cache = Arc::new(Cache {
-            inner: Mutex::new(CacheInner::default()),
-        });
+        let cache = Arc::new(Cache::new());
         let writer_cache = Arc::clone(&cache);
         std::thread::Builder::new()
             .name("abaco-store-writer".into())
