@@ -98,7 +98,7 @@ rabbit_env() {
   export RABBITMQ_ENABLED_PLUGINS_FILE=$dir/rabbit/enabled_plugins
   export RABBITMQ_PID_FILE=$dir/rabbit/rabbit.pid
 }
-rabbit_up() { rabbitmqctl -q -n "$rabbit_node" status >/dev/null 2>&1; }
+rabbit_up() { timeout -k 5 20 rabbitmqctl -q -n "$rabbit_node" status >/dev/null 2>&1; }
 
 rabbit_start() {
   rabbit_up && return 0
@@ -108,13 +108,13 @@ rabbit_start() {
   # The whole subshell is detached from our stdout, or callers reading it would wait forever.
   (rabbit_env && exec setsid rabbitmq-server) </dev/null >>"$dir/rabbit/server.log" 2>&1 &
   wait_for "rabbitmq node" 120 rabbit_up
-  rabbitmqctl -q -n "$rabbit_node" await_startup >/dev/null
+  timeout -k 5 120 rabbitmqctl -q -n "$rabbit_node" await_startup >/dev/null
 }
 
 rabbit_stop() {
   rabbit_up || return 0
-  rabbitmqctl -q -n "$rabbit_node" stop >/dev/null
-  wait_for "rabbitmq to stop" 60 bash -c "! rabbitmqctl -q -n $rabbit_node status"
+  timeout -k 5 60 rabbitmqctl -q -n "$rabbit_node" stop >/dev/null
+  wait_for "rabbitmq to stop" 60 bash -c "! timeout -k 5 20 rabbitmqctl -q -n $rabbit_node status"
 }
 
 # --- Docker --------------------------------------------------------------------------------------

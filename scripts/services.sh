@@ -19,10 +19,11 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}" >&2
 fi
 
-wait_for() { # name, deadline seconds, command...
+wait_for() { # name, deadline seconds, command... (each probe is cut off after 20 s: a probe of a
+  # half-started service, rabbitmqctl above all, can otherwise hang and take the deadline with it)
   local name=$1 deadline=$2; shift 2
   local start=$SECONDS
-  until "$@" >/dev/null 2>&1; do
+  until timeout -k 5 20 "$@" >/dev/null 2>&1; do
     if (( SECONDS - start > deadline )); then log "$name did not come up within ${deadline}s"; return 1; fi
     sleep 0.5
   done
@@ -45,12 +46,23 @@ if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
   wait_for redis 30 redis-cli -h 127.0.0.1 ping
 fi
 
-# RabbitMQ on 127.0.0.1:5672.
-if ! rabbitmqctl -q status >/dev/null 2>&1; then
+# RabbitMQ on 127.0.0.1:5672. A node that does not come up is killed (with its epmd) and started
+# once more before giving up with the tail of its log.
+start_rabbit() {
+  nohup rabbitmq-server >>/tmp/rabbitmq.log 2>&1 &
+  wait_for rabbitmq 120 rabbitmqctl -q await_startup --timeout 15
+}
+if ! timeout -k 5 20 rabbitmqctl -q status >/dev/null 2>&1; then
   log "starting rabbitmq-server"
   export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
-  nohup rabbitmq-server >/tmp/rabbitmq.log 2>&1 &
-  wait_for rabbitmq 120 rabbitmqctl -q await_startup
+  if ! start_rabbit; then
+    tail -30 /tmp/rabbitmq.log >&2
+    log "killing the rabbitmq node and epmd, then starting it once more"
+    pkill -KILL -u rabbitmq beam.smp || true
+    pkill -KILL -x epmd || true
+    wait_for "the old rabbitmq node to be gone" 30 bash -c '! pgrep -u rabbitmq beam.smp'
+    start_rabbit || { tail -30 /tmp/rabbitmq.log >&2; exit 1; }
+  fi
 fi
 
 # PostgreSQL on 127.0.0.1:5432 with user/password abaco/abaco and database abaco.
