@@ -56,6 +56,35 @@ async fn embedded_messages_survive_kill_9_of_serve() {
     client
         .wait_complete(&aid, &eids, Duration::from_secs(120))
         .await;
+
+    // A second `abaco serve` on the same data directory refuses to start, naming the owner.
+    let other_port = free_port();
+    let mut second = Command::new(ABACO)
+        .arg("--config")
+        .arg(&config)
+        .args(["--bind", &format!("127.0.0.1:{other_port}"), "serve"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start a second abaco serve");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait for the second serve") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second abaco serve on a data directory in use kept running");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(second.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "second serve exited {status}: {stderr}");
+    assert!(
+        stderr.contains("is in use by process") && stderr.contains("--data-dir"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -47,6 +47,62 @@ pub(crate) struct Sqlite {
     jobs: mpsc::Sender<Job>,
     readers: Arc<Readers>,
     cache: Arc<Cache>,
+    /// `{dir}/store.lock`, exclusively locked while this store is open (released with the
+    /// handle, or by the kernel when the process dies).
+    _lock: std::fs::File,
+}
+
+/// How long `open` waits for another holder of the directory's lock to let go (a store of this
+/// process being dropped) before it reports the directory as in use.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// Takes the exclusive lock on `{dir}/store.lock`: one process owns an embedded data directory,
+/// because the cache and the mailboxes rely on this process making every write.
+fn lock_dir(dir: &Path) -> Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join("store.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut holder = String::new();
+                let _ = file.read_to_string(&mut holder);
+                let holder = holder.trim();
+                let holder = if holder.is_empty() {
+                    "another process".to_string()
+                } else {
+                    format!("process {holder}")
+                };
+                return Err(StoreError::Unavailable(format!(
+                    "the data directory {} is in use by {holder} (an embedded store belongs to one \
+                     `abaco serve`); stop it, or give this one another --data-dir",
+                    dir.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot lock {}: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    // The holder's pid, for the message above; the lock itself is what counts.
+    let _ = file.set_len(0);
+    let _ = file.rewind();
+    let _ = write!(file, "{}", std::process::id());
+    Ok(file)
 }
 
 /// The answer of a job once its transaction committed (or failed to).
@@ -110,6 +166,7 @@ const COUNTS: &str = "
 
 impl Sqlite {
     /// Opens (creating when needed) `{dir}/store.sqlite3` and its schema, and starts the writer.
+    /// Fails when another process has the directory open (`{dir}/store.lock`).
     pub fn open(dir: &Path) -> Result<Sqlite> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!(
@@ -117,6 +174,7 @@ impl Sqlite {
                 dir.display()
             ))
         })?;
+        let lock = lock_dir(dir)?;
         let path = dir.join("store.sqlite3");
         let unavailable =
             |e: rusqlite::Error| StoreError::Unavailable(format!("SQLite {}: {e}", path.display()));
@@ -173,6 +231,7 @@ impl Sqlite {
             jobs,
             readers,
             cache,
+            _lock: lock,
         })
     }
 

@@ -566,6 +566,32 @@ async fn embedded_store_survives_reopening() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// One store owns a data directory: a second open fails naming the holder, and succeeds once the
+/// first is closed.
+#[tokio::test]
+async fn embedded_data_directory_has_one_owner() {
+    let dir = temp_dir();
+    let first = Store::open_embedded(&dir).unwrap();
+    let second = Store::open_embedded(&dir);
+    let err = second
+        .err()
+        .expect("a second open of a locked directory must fail")
+        .to_string();
+    assert!(err.contains("is in use by process"), "{err}");
+    assert!(err.contains(&std::process::id().to_string()), "{err}");
+    drop(first);
+    let reopened = Store::open_embedded(&dir).unwrap();
+    assert_eq!(
+        reopened
+            .count_executions(&DbId::from("NONE"))
+            .await
+            .unwrap(),
+        0
+    );
+    drop(reopened);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// A store written before the per-parent counts existed gets them filled at open.
 #[tokio::test]
 async fn embedded_counts_are_filled_for_an_older_store() {
