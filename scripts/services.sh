@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Installs (apt-get) and starts the services the test suite needs, on loopback:
 # Docker engine, Redis, RabbitMQ and PostgreSQL. Idempotent: a running service is left alone.
+# Redis and RabbitMQ are test instances: one that is not running is started on an empty data
+# directory under /var/lib/abaco-test (what an earlier run left there is nobody's), so a machine
+# that kept old queues and keys starts them as fast as a fresh one.
 # Prints the environment the tests read (ABACO_TEST_*), so callers can `eval "$(scripts/services.sh)"`.
 set -euo pipefail
 
@@ -30,38 +33,46 @@ wait_for() { # name, deadline seconds, command... (each probe is cut off after 2
   log "$name is up"
 }
 
+mkdir -p /var/log/abaco-test
+
 # Docker engine.
 if ! docker info >/dev/null 2>&1; then
   log "starting dockerd"
   mkdir -p /var/log/abaco-test
-  nohup dockerd >/var/log/abaco-test/dockerd.log 2>&1 &
+  nohup dockerd </dev/null >/var/log/abaco-test/dockerd.log 2>&1 &
   wait_for dockerd 60 docker info
 fi
 
 # Redis on 127.0.0.1:6379.
 if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
   log "starting redis-server"
+  rm -rf /var/lib/abaco-test/redis && mkdir -p /var/lib/abaco-test/redis
   redis-server --bind 127.0.0.1 --port 6379 --daemonize yes --save '' --appendonly yes \
-    --dir /tmp >/dev/null
+    --dir /var/lib/abaco-test/redis --logfile /var/log/abaco-test/redis.log >/dev/null
   wait_for redis 30 redis-cli -h 127.0.0.1 ping
 fi
 
 # RabbitMQ on 127.0.0.1:5672. A node that does not come up is killed (with its epmd) and started
 # once more before giving up with the tail of its log.
 start_rabbit() {
-  nohup rabbitmq-server >>/tmp/rabbitmq.log 2>&1 &
+  rm -rf /var/lib/abaco-test/rabbitmq
+  mkdir -p /var/lib/abaco-test/rabbitmq/mnesia /var/lib/abaco-test/rabbitmq/log
+  chown -R rabbitmq: /var/lib/abaco-test/rabbitmq
+  export RABBITMQ_MNESIA_BASE=/var/lib/abaco-test/rabbitmq/mnesia
+  export RABBITMQ_LOG_BASE=/var/lib/abaco-test/rabbitmq/log
+  nohup rabbitmq-server </dev/null >>/var/log/abaco-test/rabbitmq.log 2>&1 &
   wait_for rabbitmq 120 rabbitmqctl -q await_startup --timeout 15
 }
 if ! timeout -k 5 20 rabbitmqctl -q status >/dev/null 2>&1; then
   log "starting rabbitmq-server"
   export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
   if ! start_rabbit; then
-    tail -30 /tmp/rabbitmq.log >&2
+    tail -30 /var/log/abaco-test/rabbitmq.log >&2
     log "killing the rabbitmq node and epmd, then starting it once more"
     pkill -KILL -u rabbitmq beam.smp || true
     pkill -KILL -x epmd || true
     wait_for "the old rabbitmq node to be gone" 30 bash -c '! pgrep -u rabbitmq beam.smp'
-    start_rabbit || { tail -30 /tmp/rabbitmq.log >&2; exit 1; }
+    start_rabbit || { tail -30 /var/log/abaco-test/rabbitmq.log >&2; exit 1; }
   fi
 fi
 
