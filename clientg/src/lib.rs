@@ -25,13 +25,7 @@ pub async fn run(
     ctx: ClientgContext,
     shutdown: CancellationToken,
 ) -> Result<(), tokens::TokenError> {
-    let secrets = match &ctx.config.web.encryption_key {
-        Some(key) => Some(abaco_identity::secrets::SecretBox::new(key).map_err(|e| {
-            tokens::TokenError::Signing(format!("config key [web] encryption_key is invalid: {e}"))
-        })?),
-        None => None,
-    };
-    let issuer = tokens::signing_key(&ctx.control.store, secrets.as_ref()).await?;
+    let issuer = tokens::signing_key(&ctx.control.store).await?;
     loop {
         let mut consumer = match ctx.control.channels.consume(&Queue::Clients).await {
             Ok(c) => c,

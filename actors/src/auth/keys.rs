@@ -89,7 +89,7 @@ impl Keys {
             None => None,
         };
         let issuer = Arc::new(
-            abaco_control::tokens::signing_key(store, secrets.as_deref())
+            abaco_control::tokens::signing_key(store)
                 .await
                 .map_err(|e| KeyError::Signing(e.to_string()))?,
         );

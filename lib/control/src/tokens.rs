@@ -1,8 +1,7 @@
 //! OAuth clients and the platform's own access tokens (the authorization server behind clientg
 //! and `POST /oauth2/token`): the signing key shared by every process (created once, kept in the
-//! store, sealed with `[web] encryption_key` when one is set), client records with hashed
-//! secrets and refresh tokens, and token issuance. A token names its client; deleting the client
-//! (its worker went away) revokes the token at once.
+//! store), client records with hashed secrets and refresh tokens, and token issuance. A token
+//! names its client; deleting the client (its worker went away) revokes the token at once.
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -10,7 +9,6 @@ use serde_json::{json, Map, Value};
 
 use abaco_core::time::{now, Timestamp};
 use abaco_core::{DbId, Tenant, WorkerId};
-use abaco_identity::secrets::SecretBox;
 use abaco_identity::{hash_secret, new_secret, verify_secret, TokenIssuer};
 use abaco_store::{Kind, Store, StoreError, Update};
 
@@ -45,77 +43,34 @@ pub struct Client {
 }
 
 /// Loads the platform's RSA signing key, creating it on first use (atomically, so processes that
-/// start together agree on one key). With `secrets` (`[web] encryption_key`) the key is kept
-/// sealed with it (`sealed`); a key stored in the clear before the encryption key was set is
-/// sealed on this load. A sealed key without `secrets`, or with other ones, is an error that says
-/// so: the platform never falls back to a new key, which would silently void every token.
-pub async fn signing_key(
-    store: &Store,
-    secrets: Option<&SecretBox>,
-) -> Result<TokenIssuer, TokenError> {
+/// start together agree on one key).
+pub async fn signing_key(store: &Store) -> Result<TokenIssuer, TokenError> {
     let signing = |e: &dyn std::fmt::Display| TokenError::Signing(e.to_string());
     if let Some(doc) = store.raw().get(Kind::Meta, SIGNING_KEY).await? {
-        let issuer = decode_key(&doc, secrets)?;
-        if let (Some(secrets), Some(clear)) = (secrets, doc.get("pkcs8").and_then(Value::as_str)) {
-            let sealed = json!({ "sealed": secrets.encrypt(clear) });
-            let clear = clear.to_string();
-            // Only the clear document this process read is replaced.
-            let f = move |current: Option<&Value>| match current {
-                Some(doc) if doc.get("pkcs8").and_then(Value::as_str) == Some(clear.as_str()) => {
-                    Some(sealed.clone())
-                }
-                _ => None,
-            };
-            store
-                .raw()
-                .update(Kind::Meta, SIGNING_KEY, "oauth", &f)
-                .await?;
-            tracing::info!("the platform signing key is now sealed with [web] encryption_key");
-        }
-        return Ok(issuer);
+        return decode_key(&doc);
     }
     let fresh = TokenIssuer::generate().map_err(|e| signing(&e))?;
     let encoded = base64::engine::general_purpose::STANDARD.encode(fresh.to_pkcs8());
-    let stored = match secrets {
-        Some(secrets) => json!({ "sealed": secrets.encrypt(&encoded) }),
-        None => json!({ "pkcs8": encoded }),
-    };
     let f = move |current: Option<&Value>| match current {
         Some(_) => None,
-        None => Some(stored.clone()),
+        None => Some(json!({ "pkcs8": encoded })),
     };
     match store
         .raw()
         .update(Kind::Meta, SIGNING_KEY, "oauth", &f)
         .await?
     {
-        Update::Written(doc) | Update::Unchanged(Some(doc)) => decode_key(&doc, secrets),
+        Update::Written(doc) | Update::Unchanged(Some(doc)) => decode_key(&doc),
         Update::Unchanged(None) => Err(TokenError::Signing("the key vanished".into())),
     }
 }
 
-fn decode_key(doc: &Value, secrets: Option<&SecretBox>) -> Result<TokenIssuer, TokenError> {
-    let encoded =
-        match (doc.get("sealed").and_then(Value::as_str), secrets) {
-            (Some(sealed), Some(secrets)) => secrets.decrypt(sealed).map_err(|e| {
-                TokenError::Signing(format!(
-                    "the stored signing key cannot be opened with [web] encryption_key ({e}); \
-                 set the key it was sealed with"
-                ))
-            })?,
-            (Some(_), None) => return Err(TokenError::Signing(
-                "the stored signing key is sealed with an encryption key; set [web] encryption_key"
-                    .into(),
-            )),
-            (None, _) => doc
-                .get("pkcs8")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string(),
-        };
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(encoded)
-        .map_err(|_| TokenError::Signing("the stored signing key is unreadable".into()))?;
+fn decode_key(doc: &Value) -> Result<TokenIssuer, TokenError> {
+    let bytes = doc
+        .get("pkcs8")
+        .and_then(Value::as_str)
+        .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        .ok_or_else(|| TokenError::Signing("the stored signing key is unreadable".into()))?;
     TokenIssuer::from_pkcs8(&bytes).map_err(|e| TokenError::Signing(e.to_string()))
 }
 
@@ -223,81 +178,4 @@ pub async fn redeem_refresh_token(
             .as_deref()
             .is_some_and(|h| verify_secret(token, h))
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn temp_store() -> (Store, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!("abaco-tokens-{}", new_secret()));
-        (
-            Store::open_embedded(&dir).expect("embedded store opens"),
-            dir,
-        )
-    }
-
-    fn secrets(key: &str) -> SecretBox {
-        SecretBox::new(key).expect("a valid key")
-    }
-
-    async fn stored(store: &Store) -> Value {
-        store
-            .raw()
-            .get(Kind::Meta, SIGNING_KEY)
-            .await
-            .unwrap()
-            .expect("the signing key is stored")
-    }
-
-    #[tokio::test]
-    async fn signing_key_is_sealed_with_the_encryption_key_and_never_replaced() {
-        let (store, dir) = temp_store();
-        let key = SecretBox::generate_key();
-        let first = signing_key(&store, Some(&secrets(&key))).await.unwrap();
-        let doc = stored(&store).await;
-        assert!(doc.get("pkcs8").is_none(), "stored in the clear: {doc}");
-        assert!(doc["sealed"].as_str().unwrap().starts_with("v1:"), "{doc}");
-        // The same key comes back, in this process and in any other holding the secret.
-        let again = signing_key(&store, Some(&secrets(&key))).await.unwrap();
-        assert_eq!(first.to_pkcs8(), again.to_pkcs8());
-        // Without the secret, or with another, loading fails and names the config key.
-        let missing = signing_key(&store, None).await.err().unwrap().to_string();
-        assert!(missing.contains("[web] encryption_key"), "{missing}");
-        let other = SecretBox::generate_key();
-        let wrong = signing_key(&store, Some(&secrets(&other)))
-            .await
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(wrong.contains("cannot be opened"), "{wrong}");
-        assert_eq!(
-            stored(&store).await,
-            doc,
-            "a failed load must not replace the key"
-        );
-        drop(store);
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[tokio::test]
-    async fn a_clear_signing_key_is_sealed_once_an_encryption_key_is_set() {
-        let (store, dir) = temp_store();
-        let clear = signing_key(&store, None).await.unwrap();
-        assert!(stored(&store).await["pkcs8"].is_string());
-        let key = SecretBox::generate_key();
-        let sealed = signing_key(&store, Some(&secrets(&key))).await.unwrap();
-        assert_eq!(
-            clear.to_pkcs8(),
-            sealed.to_pkcs8(),
-            "the key itself is kept"
-        );
-        let doc = stored(&store).await;
-        assert!(
-            doc.get("pkcs8").is_none() && doc["sealed"].is_string(),
-            "{doc}"
-        );
-        drop(store);
-        let _ = std::fs::remove_dir_all(dir);
-    }
 }
