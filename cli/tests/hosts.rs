@@ -135,6 +135,21 @@ async fn wait_ready(client: &Client, aid: &str, n: usize) -> BTreeMap<String, St
     .await
 }
 
+/// Deletes the command queues a test made up, so test runs do not pile up durable queues (one
+/// still holding a command nobody served) in the broker.
+async fn delete_command_queues(queues: &[&String]) {
+    let services = Services::from_env();
+    let channels = abaco_channels::Channels::connect_amqp(&services.amqp_url, 1)
+        .await
+        .expect("RabbitMQ connects");
+    for q in queues {
+        channels
+            .delete(&abaco_core::Queue::Command((*q).clone()))
+            .await
+            .unwrap_or_else(|e| panic!("command queue {q} deleted: {e}"));
+    }
+}
+
 fn alive(proc: &mut Proc) -> bool {
     matches!(proc.child.try_wait(), Ok(None))
 }
@@ -329,6 +344,7 @@ async fn actors_get_workers_only_from_spawners_of_their_queue() {
         let (status, env) = request(&client, "DELETE", &format!("/actors/{aid}"), None).await;
         assert_eq!(status, 200, "{env}");
     }
+    delete_command_queues(&[&qa, &qb, &qc]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -575,6 +591,7 @@ async fn workers_of_one_queue_spread_over_its_hosts() {
         )
         .await;
     }
+    delete_command_queues(&[&queue]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -625,4 +642,5 @@ async fn a_full_host_takes_no_command_from_any_of_its_queues() {
     assert!(hosts.values().all(|h| *h == host), "{hosts:?}");
     let (status, env) = request(&client, "DELETE", &format!("/actors/{second}"), None).await;
     assert_eq!(status, 200, "{env}");
+    delete_command_queues(&[&q1, &q2]).await;
 }
