@@ -3,7 +3,9 @@
 - `Abaco`: starts one `abaco` process (serve / api / spawner) with `{section}_{option}`
   environment overrides, waits until its API answers, reads its RSS, stops it with SIGTERM.
 - `Api`: a tiny blocking JSON client over one keep-alive connection (http.client).
-- `Docker`: raw Docker Engine API calls over the unix socket (http.client), for the baseline.
+- `BollardDocker`: the raw bollard baseline, i.e. the `raw_docker_loop` example of
+  lib/runtime (the platform's Docker client with no platform around it), driven over a pipe.
+- `Docker`: raw Docker Engine API calls over the unix socket (http.client), a second baseline.
 - `summary()`: p50/p90/p99/mean of a list of seconds, in milliseconds.
 - `save()`: writes one benchmark's result to bench/out/<name>.json for bench/summary.py.
 
@@ -20,12 +22,18 @@ import signal
 import socket
 import statistics
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent
 OUT_DIR = Path(os.environ.get("BENCH_OUT", BENCH_DIR / "out"))
-ABACO_BIN = os.environ.get("ABACO_BIN", str(BENCH_DIR.parent / "target" / "release" / "abaco"))
+_TARGET = Path(os.environ.get("CARGO_TARGET_DIR", BENCH_DIR.parent / "target"))
+ABACO_BIN = os.environ.get("ABACO_BIN", str(_TARGET / "release" / "abaco"))
+# `cargo build --release -p abaco-runtime --example raw_docker_loop` (run.sh builds and snapshots it)
+RAW_DOCKER_LOOP_BIN = os.environ.get(
+    "RAW_DOCKER_LOOP_BIN", str(_TARGET / "release" / "examples" / "raw_docker_loop")
+)
 TMP_DIR = Path(os.environ.get("BENCH_TMP", "/tmp/abaco-bench"))
 
 # Distributed backends, isolated from the test suite's (own Redis db, PostgreSQL database and
@@ -244,7 +252,60 @@ class Abaco:
 
 
 # ---------------------------------------------------------------------------------------------
-# the Docker Engine API, raw (the baseline of the execution benchmark)
+# the Docker Engine API, raw (the baselines of the execution benchmark)
+
+
+class BollardDocker:
+    """The raw bollard loop: one `raw_docker_loop` process (lib/runtime/examples), one JSON
+    command line per call on its stdin, one JSON answer line on its stdout. The times are taken
+    inside the Rust process around the bollard calls, so the pipe is not in them."""
+
+    def __init__(self, binary=None):
+        self.binary = binary or RAW_DOCKER_LOOP_BIN
+        if not os.access(self.binary, os.X_OK):
+            raise RuntimeError(
+                f"{self.binary} is missing: cargo build --release -p abaco-runtime "
+                "--example raw_docker_loop (bench/run.sh does it)"
+            )
+        self.proc = subprocess.Popen(
+            [self.binary], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1
+        )
+
+    def _ask(self, command):
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"raw_docker_loop exited with {self.proc.wait()}")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"raw_docker_loop {command['cmd']}: {reply['error']}")
+        return reply
+
+    def run_once(self, image, env):
+        """One execution (create, start, wait, logs, remove); the phase times in seconds, as
+        `Docker.run_once` returns them."""
+        return self._ask({"cmd": "run", "image": image, "env": env})
+
+    def parallel(self, image, n, par, env):
+        """n runs from `par` concurrent tokio tasks; (elapsed seconds, list of per-run seconds)."""
+        reply = self._ask({"cmd": "parallel", "image": image, "n": n, "par": par, "env": env})
+        return reply["elapsed"], reply["times"]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.close()  # end of input: the loop exits
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -259,9 +320,11 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 class Docker:
-    """create / start / wait / logs / remove over one keep-alive unix-socket connection."""
+    """create / start / wait / logs / remove over one keep-alive unix-socket connection, from
+    Python `http.client` (the `raw_python` baseline; the ratios use `BollardDocker`)."""
 
     def __init__(self, path="/var/run/docker.sock"):
+        self.path = path
         self.conn = _UnixConnection(path)
 
     def call(self, method, path, body=None):
@@ -297,3 +360,29 @@ class Docker:
         t4 = time.perf_counter()
         return {"create": t1 - t0, "start": t2 - t1, "wait": t3 - t2, "logs_rm": t4 - t3,
                 "total": t4 - t0}
+
+    def parallel(self, image, n, par, env):
+        """n runs from `par` threads, one connection each; (elapsed seconds, per-run seconds)."""
+        lock = threading.Lock()
+        todo = [n]
+        times = []
+
+        def loop():
+            d = Docker(self.path)
+            while True:
+                with lock:
+                    if todo[0] == 0:
+                        return
+                    todo[0] -= 1
+                times.append(d.run_once(image, env)["total"])
+
+        threads = [threading.Thread(target=loop) for _ in range(par)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - t0, times
+
+    def close(self):
+        self.conn.close()

@@ -7,15 +7,17 @@
 #   BENCH_SRC=head bash bench/run.sh    # build the last commit (git archive HEAD into $BENCH_TMP/src,
 #                                       # same target/) when the work tree is mid-edit
 #
-# Steps: build `abaco` (`cargo build [--release] --bin abaco`, progress printed every 30 s);
+# Steps: build `abaco` (`cargo build [--release] --bin abaco`, progress printed every 30 s) and
+# the raw bollard baseline of the exec benchmark (`cargo build [--release] -p abaco-runtime
+# --example raw_docker_loop`), both into $CARGO_TARGET_DIR (default target/);
 # start Docker, Redis, RabbitMQ and PostgreSQL on loopback (scripts/services.sh); build the test
 # images (images/build.sh); give the benchmarks their own vhost / database / Redis db
 # (bench/backends.sh); make the load-generator virtualenv bench/.venv (aiohttp, celery) and wrk;
 # run each benchmark (one script each, results in bench/out/*.json); print the summary table
 # (bench/summary.py, also bench/out/summary.md).
 #
-# The benchmarks run a snapshot of the binary (copied to $BENCH_TMP) so a concurrent rebuild of
-# target/ cannot swap it mid-run. They start their own `abaco` processes on ports 8131-8137 and
+# The benchmarks run snapshots of the binaries (copied to $BENCH_TMP) so a concurrent rebuild of
+# target/ cannot swap them mid-run. They start their own `abaco` processes on ports 8131-8137 and
 # stop them at the end. Environment knobs: see the header of each bench/*.py.
 set -euo pipefail
 
@@ -35,21 +37,25 @@ mkdir -p "$BENCH_OUT" "$BENCH_TMP"
 started=$(date +%s)
 
 # --- 1. build ------------------------------------------------------------------------------------
+# The target directory: $CARGO_TARGET_DIR if set (made absolute), else target/ of this checkout.
+target=${CARGO_TARGET_DIR:-$root/target}
+case "$target" in /*) ;; *) target="$PWD/$target" ;; esac
+export CARGO_TARGET_DIR="$target" # also for BENCH_SRC=head, which builds elsewhere
 if [ "$profile" = release ]; then
-  build_args=(--release); bin="$root/target/release/abaco"
+  build_args=(--release); bin="$target/release/abaco"; loop_bin="$target/release/examples/raw_docker_loop"
 else
-  build_args=(); bin="$root/target/debug/abaco"
+  build_args=(); bin="$target/debug/abaco"; loop_bin="$target/debug/examples/raw_docker_loop"
 fi
 src=$root
 if [ "${BENCH_SRC:-tree}" = head ]; then
   src="$BENCH_TMP/src"
   rm -rf "$src" && mkdir -p "$src"
   (cd "$root" && git archive HEAD) | tar -x -C "$src"
-  export CARGO_TARGET_DIR="$root/target"
   echo "    building the last commit $(cd "$root" && git rev-parse --short HEAD) from $src"
 fi
-say "building abaco ($profile): cargo build ${build_args[*]} --bin abaco (log: $BENCH_OUT/build.log)"
-(cd "$src" && cargo build "${build_args[@]}" --bin abaco >"$BENCH_OUT/build.log" 2>&1) &
+say "building abaco ($profile): cargo build ${build_args[*]} --bin abaco, then -p abaco-runtime --example raw_docker_loop (into $target; log: $BENCH_OUT/build.log)"
+(cd "$src" && cargo build "${build_args[@]}" --bin abaco >"$BENCH_OUT/build.log" 2>&1 &&
+  cargo build "${build_args[@]}" -p abaco-runtime --example raw_docker_loop >>"$BENCH_OUT/build.log" 2>&1) &
 build_pid=$!
 while kill -0 "$build_pid" 2>/dev/null; do
   sleep 30
@@ -67,6 +73,8 @@ fi
 tail -1 "$BENCH_OUT/build.log"
 export ABACO_BIN="$BENCH_TMP/abaco-$profile"
 cp "$bin" "$ABACO_BIN.new" && mv -f "$ABACO_BIN.new" "$ABACO_BIN" # rename: a running old copy does not block it
+export RAW_DOCKER_LOOP_BIN="$BENCH_TMP/raw_docker_loop-$profile"
+cp "$loop_bin" "$RAW_DOCKER_LOOP_BIN.new" && mv -f "$RAW_DOCKER_LOOP_BIN.new" "$RAW_DOCKER_LOOP_BIN"
 
 # --- 2. services, images, backends, load generators ----------------------------------------------
 say "starting services (scripts/services.sh)"
@@ -108,7 +116,7 @@ run() { # name, script, args...
 }
 want ingest && run "ingest: POST /actors/{id}/messages, mailbox not consumed" ingest.py
 want celery && run "ingest baseline: Celery apply_async to the same RabbitMQ" celery_publish.py
-want exec && run "execution overhead: message -> COMPLETE vs raw Docker Engine API loop" exec_overhead.py
+want exec && run "execution overhead: message -> COMPLETE vs raw bollard loop (and raw Python loop)" exec_overhead.py
 want footprint && run "footprint: VmRSS of abaco serve" footprint.py
 want worker && run "worker start: POST /actors -> READY" worker_start.py
 want store && run "store scale: GET latencies with many rows" store_scale.py
