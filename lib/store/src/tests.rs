@@ -1,6 +1,7 @@
 //! The conformance suite: one `suite(store)` exercising every primitive and typed method, run
 //! against a fresh embedded store and against the real Redis + PostgreSQL servers (isolated by a
-//! unique run id, since those servers are shared). Plus reopening the embedded store, and 20
+//! unique run id, since those servers are shared). Plus reopening the embedded store (and its
+//! one-owner lock), and 20
 //! concurrent guarded transitions of which exactly one may win, on both backends. The atomic
 //! primitives and the counters and locks built on them are in `tests/more.rs`.
 //!
