@@ -1,9 +1,8 @@
 //! The conformance suite: one `suite(store)` exercising every primitive and typed method, run
 //! against a fresh embedded store and against the real Redis + PostgreSQL servers (isolated by a
 //! unique run id, since those servers are shared). Plus reopening the embedded store (and its
-//! one-owner lock), and 20
-//! concurrent guarded transitions of which exactly one may win, on both backends. The atomic
-//! primitives and the counters and locks built on them are in `tests/more.rs`.
+//! one-owner lock), and 20 concurrent guarded transitions of which exactly one may win, on both
+//! backends. The atomic primitives and the counters and locks built on them are in `tests/more.rs`.
 //!
 //! Just over 600 lines: one suite walks every primitive and typed method in order, on the same
 //! store; splitting it would duplicate the setup each part depends on.
