@@ -194,6 +194,8 @@ impl Sqlite {
         conn.execute_batch("PRAGMA synchronous = NORMAL;")
             .map_err(unavailable)?;
         conn.execute_batch(SCHEMA).map_err(unavailable)?;
+        // Room for every statement the writer runs (rusqlite keeps 16 by default).
+        conn.set_prepared_statement_cache_capacity(64);
         let has_counts: bool = conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'counts')",
@@ -324,7 +326,7 @@ fn write_loop(conn: Connection, mut seq: i64, queue: mpsc::Receiver<Job>, cache:
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run_cached(&conn, "BEGIN IMMEDIATE") {
             let cause = format!("begin: {e}");
             for job in batch {
                 let (_, finish) = (job.work)(None);
@@ -336,7 +338,7 @@ fn write_loop(conn: Connection, mut seq: i64, queue: mpsc::Receiver<Job>, cache:
         let mut touched = Vec::with_capacity(batch.len());
         for job in batch {
             touched.push(job.touches);
-            let (succeeded, finish) = match conn.execute_batch("SAVEPOINT job") {
+            let (succeeded, finish) = match run_cached(&conn, "SAVEPOINT job") {
                 Ok(()) => (job.work)(Some((&conn, &mut seq))),
                 Err(e) => {
                     let (_, finish) = (job.work)(None);
@@ -346,12 +348,12 @@ fn write_loop(conn: Connection, mut seq: i64, queue: mpsc::Receiver<Job>, cache:
                 }
             };
             // A job that failed part-way rolls back alone; its answer carries its error.
-            if !succeeded || conn.execute_batch("RELEASE job").is_err() {
+            if !succeeded || run_cached(&conn, "RELEASE job").is_err() {
                 let _ = conn.execute_batch("ROLLBACK TO job; RELEASE job");
             }
             finishes.push(finish);
         }
-        let commit = conn.execute_batch("COMMIT").map_err(|e| {
+        let commit = run_cached(&conn, "COMMIT").map_err(|e| {
             let _ = conn.execute_batch("ROLLBACK");
             e.to_string()
         });
@@ -364,6 +366,12 @@ fn write_loop(conn: Connection, mut seq: i64, queue: mpsc::Receiver<Job>, cache:
         }
     }
 }
+/// Runs one statement through the connection's statement cache (the writer's transaction
+/// statements run for every job; parsing them each time showed in profiles).
+fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 /// The current document of a key, read inside a transaction.
 fn read_doc(tx: &Connection, kind: Kind, key: &str) -> std::result::Result<Option<Value>, Failure> {
     let text: Option<String> = tx
