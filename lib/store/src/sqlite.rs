@@ -366,8 +366,9 @@ fn write_loop(conn: Connection, mut seq: i64, queue: mpsc::Receiver<Job>, cache:
         }
     }
 }
-/// Runs one statement through the connection's statement cache (the writer's transaction
-/// statements run for every job; parsing them each time showed in profiles).
+
+/// Runs one statement through the connection's statement cache: the writer runs its transaction
+/// statements for every job, and cached they are parsed once.
 fn run_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
