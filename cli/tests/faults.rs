@@ -1,14 +1,15 @@
 //! The fault suite (issue 5, "nothing accepted is lost"): a steady load of messages against the
-//! distributed deployment — separate `abaco api`, `abaco spawner` and `abaco health` processes
-//! over a private Redis, PostgreSQL, RabbitMQ and Docker engine (`scripts/fault-services.sh`) —
-//! while, in turn, each process is killed with `kill -9` and each service is restarted. After
-//! every fault and its recovery it checks that every message that got a 200 has exactly one
-//! execution record that reached a final status (`COMPLETE`, or `ERROR` with a reason), and that
+//! distributed deployment — separate `abaco api`, `abaco spawner`, `abaco health` and `abaco
+//! clientg` processes (the actor has `token` on, so its workers need clientg) over a private
+//! Redis, PostgreSQL, RabbitMQ and Docker engine (`scripts/fault-services.sh`) — while, in
+//! turn, each process is killed with `kill -9` and each service is restarted. After every fault
+//! and its recovery it checks that every message that got a 200 has exactly one execution record
+//! that reached a final status (`COMPLETE`, or `ERROR` with a reason), and that
 //! no actor container is left behind; then it prints one table row per fault.
 //!
 //! It is run by `scripts/faults.sh` (`ABACO_FAULTS=1`), not by `cargo test --workspace`: it
 //! restarts services and takes minutes. Without `ABACO_FAULTS=1` the test says so and passes.
-//! The file is long because one scenario drives eight faults through the same checks.
+//! The file is long because one scenario drives nine faults through the same checks.
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -39,6 +40,7 @@ enum Fault {
     KillApi,
     KillSpawner,
     KillHealth,
+    KillClientg,
     KillSpawnerWhileRunning,
     Restart(&'static str),
 }
@@ -49,16 +51,18 @@ impl Fault {
             Fault::KillApi => "kill -9 api".into(),
             Fault::KillSpawner => "kill -9 spawner".into(),
             Fault::KillHealth => "kill -9 health".into(),
+            Fault::KillClientg => "kill -9 clientg".into(),
             Fault::KillSpawnerWhileRunning => "kill -9 spawner (container running)".into(),
             Fault::Restart(service) => format!("restart {service}"),
         }
     }
 }
 
-const FAULTS: [Fault; 8] = [
+const FAULTS: [Fault; 9] = [
     Fault::KillApi,
     Fault::KillSpawner,
     Fault::KillHealth,
+    Fault::KillClientg,
     Fault::KillSpawnerWhileRunning,
     Fault::Restart("rabbitmq"),
     Fault::Restart("redis"),
@@ -230,6 +234,7 @@ enum Role {
     Api,
     Spawner,
     Health,
+    Clientg,
 }
 
 impl Role {
@@ -238,6 +243,7 @@ impl Role {
             Role::Api => "api",
             Role::Spawner => "spawner",
             Role::Health => "health",
+            Role::Clientg => "clientg",
         }
     }
 }
@@ -309,7 +315,7 @@ impl Suite {
             rows: Vec::new(),
             extra_records: 0,
         };
-        for role in [Role::Api, Role::Spawner, Role::Health] {
+        for role in [Role::Api, Role::Spawner, Role::Health, Role::Clientg] {
             suite.start_process(role);
         }
         suite.client.wait_up().await;
@@ -319,6 +325,8 @@ impl Suite {
                 "image": "abaco-test/sleep",
                 "default_environment": {"SLEEP": "1"},
                 "max_workers": 4,
+                // Workers need clientg: an OAuth client each, a token per execution.
+                "token": true,
             }))
             .await;
         eprintln!(
@@ -377,6 +385,7 @@ impl Suite {
                 self.crash_and_restart(Role::Spawner)
             }
             Fault::KillHealth => self.crash_and_restart(Role::Health),
+            Fault::KillClientg => self.crash_and_restart(Role::Clientg),
             Fault::Restart(service) => {
                 tokio::task::spawn_blocking(move || fault_services(&["restart", service]))
                     .await

@@ -24,6 +24,9 @@ use abaco_runtime::Runtime;
 use abaco_store::Transition;
 use abaco_worker::{ClientCredentials, WorkerContext};
 
+#[cfg(test)]
+mod tests;
+
 /// Errors that stop the spawner from starting at all.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnerError {
@@ -203,27 +206,19 @@ async fn spawn_worker(
                 client_id: reply.client_id,
                 client_secret: reply.client_secret,
             }),
+            // clientg down or slow, the store or the broker briefly away: nothing is wrong with
+            // the actor, so it is not put in ERROR; a later worker request tries again.
             Ok(reply) => {
-                fail_setup(
-                    ctx,
-                    &db_id,
-                    &wid,
-                    &format!(
-                        "Could not obtain an OAuth client for the worker: {}",
-                        reply.message
-                    ),
-                )
-                .await;
+                let why = format!(
+                    "Could not obtain an OAuth client for the worker: {}",
+                    reply.message
+                );
+                retry_later(ctx, &actor, &wid, &why).await;
                 return;
             }
             Err(err) => {
-                fail_setup(
-                    ctx,
-                    &db_id,
-                    &wid,
-                    &format!("Could not obtain an OAuth client for the worker: {err}"),
-                )
-                .await;
+                let why = format!("Could not obtain an OAuth client for the worker: {err}");
+                retry_later(ctx, &actor, &wid, &why).await;
                 return;
             }
         }
@@ -233,14 +228,21 @@ async fn spawn_worker(
     let _ = store
         .transition_worker(&db_id, &wid, WorkerStatus::PullingImage, Map::new())
         .await;
-    if let Err(why) = ensure_image(ctx, &command.image, command.repull).await {
-        tracing::error!(actor_id = %db_id, image = %command.image, cause = %why, "image unavailable; actor in ERROR");
-        let _ = store.delete_worker(&db_id, &wid).await;
-        let _ = store
-            .set_actor_status(&db_id, ActorStatus::Error, &why)
-            .await;
-        actor_error_event(ctx, &actor, &why).await;
-        return;
+    match ensure_image(ctx, &command.image, command.repull).await {
+        Ok(()) => {}
+        Err(ImageFailure::Transient(why)) => {
+            retry_later(ctx, &actor, &wid, &why).await;
+            return;
+        }
+        Err(ImageFailure::Actor(why)) => {
+            tracing::error!(actor_id = %db_id, image = %command.image, cause = %why, "image unavailable; actor in ERROR");
+            let _ = store.delete_worker(&db_id, &wid).await;
+            let _ = store
+                .set_actor_status(&db_id, ActorStatus::Error, &why)
+                .await;
+            actor_error_event(ctx, &actor, &why).await;
+            return;
+        }
     }
     let _ = store
         .transition_worker(&db_id, &wid, WorkerStatus::CreatingContainer, Map::new())
@@ -262,7 +264,7 @@ async fn spawn_worker(
         Ok(Some(w)) => w,
         _ => return,
     };
-    if actor.status != ActorStatus::Ready {
+    if actor.status != ActorStatus::Ready || actor.status_message.starts_with(WAITING) {
         let _ = store
             .set_actor_status(&db_id, ActorStatus::Ready, " ")
             .await;
@@ -317,20 +319,6 @@ fn wants_client(ctx: &SpawnerContext, actor: &abaco_core::Actor) -> bool {
     enabled && actor.wants_token()
 }
 
-/// A worker that cannot be set up: its record goes, the actor says why.
-async fn fail_setup(ctx: &SpawnerContext, db_id: &DbId, wid: &abaco_core::WorkerId, why: &str) {
-    tracing::error!(actor_id = %db_id, worker_id = %wid, cause = why, "worker setup failed; actor in ERROR");
-    let _ = ctx.control.store.delete_worker(db_id, wid).await;
-    let _ = ctx
-        .control
-        .store
-        .set_actor_status(db_id, ActorStatus::Error, why)
-        .await;
-    if let Ok(Some(actor)) = ctx.control.store.actor(db_id).await {
-        actor_error_event(ctx, &actor, why).await;
-    }
-}
-
 async fn actor_error_event(ctx: &SpawnerContext, actor: &abaco_core::Actor, why: &str) {
     let mut extra = serde_json::Map::new();
     extra.insert("status_message".into(), json!(why));
@@ -339,9 +327,24 @@ async fn actor_error_event(ctx: &SpawnerContext, actor: &abaco_core::Actor, why:
         .await;
 }
 
+/// Why a worker's image is not there.
+enum ImageFailure {
+    /// The image is missing and cannot be pulled: the actor cannot run (it goes to ERROR).
+    Actor(String),
+    /// The Docker engine could not be reached: a later attempt may succeed.
+    Transient(String),
+}
+
 /// The image is used as is when present locally; otherwise pulled once. With `repull` it is
 /// pulled again, falling back to the local copy when the registry cannot be reached.
-async fn ensure_image(ctx: &SpawnerContext, image: &str, repull: bool) -> Result<(), String> {
+async fn ensure_image(ctx: &SpawnerContext, image: &str, repull: bool) -> Result<(), ImageFailure> {
+    let failure = |what: String, err: abaco_runtime::RuntimeError| {
+        if err.is_retryable() {
+            ImageFailure::Transient(format!("{what}: {err}"))
+        } else {
+            ImageFailure::Actor(format!("{what}: {err}"))
+        }
+    };
     match ctx.runtime.image_exists(image).await {
         Ok(true) if repull => {
             if let Err(err) = ctx.runtime.pull(image).await {
@@ -351,10 +354,36 @@ async fn ensure_image(ctx: &SpawnerContext, image: &str, repull: bool) -> Result
         }
         Ok(true) => Ok(()),
         Ok(false) => ctx.runtime.pull(image).await.map_err(|e| {
-            format!("Image {image} is not available locally and could not be pulled: {e}")
+            failure(
+                format!("Image {image} is not available locally and could not be pulled"),
+                e,
+            )
         }),
-        Err(e) => Err(format!("Could not inspect image {image}: {e}")),
+        Err(e) => Err(failure(format!("Could not inspect image {image}"), e)),
     }
+}
+
+/// How the status message of an actor waiting for a worker begins (cleared once one is READY).
+const WAITING: &str = "Waiting to start a worker: ";
+
+/// A worker whose setup failed for a reason outside the actor (clientg, the store, the broker or
+/// the Docker engine unreachable): its record goes and the actor keeps its status, with a
+/// message that says what is being waited for. The next worker request (a message, or the
+/// health agent for an actor with queued messages) tries again.
+async fn retry_later(
+    ctx: &SpawnerContext,
+    actor: &abaco_core::Actor,
+    wid: &abaco_core::WorkerId,
+    why: &str,
+) {
+    let db_id = actor.db_id();
+    tracing::warn!(actor_id = %db_id, worker_id = %wid, cause = why, "worker setup failed; a later request will try again");
+    let _ = ctx.control.store.delete_worker(&db_id, wid).await;
+    let _ = ctx
+        .control
+        .store
+        .set_actor_status(&db_id, actor.status, &format!("{WAITING}{why}"))
+        .await;
 }
 
 /// Cleans up after a previous incarnation of this host's spawner (see the module docs).
