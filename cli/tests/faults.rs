@@ -105,6 +105,20 @@ async fn nothing_accepted_is_lost_under_faults() {
         "faults lost, duplicated or left work behind: {failed:#?} {last:?}; logs in {}",
         suite.dir.display()
     );
+    // No fault was the actor's: it must not have been put in ERROR by any of them.
+    let actor = suite
+        .client
+        .call(
+            reqwest::Method::GET,
+            &format!("/actors/{}", suite.aid),
+            None,
+        )
+        .await
+        .expect("the actor after the faults");
+    assert_ne!(
+        actor["result"]["status"], "ERROR",
+        "an infrastructure fault put the actor in ERROR: {actor}"
+    );
 }
 
 /// Runs `scripts/fault-services.sh` with `args` and returns the `export NAME=value` it printed.
