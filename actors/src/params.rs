@@ -42,7 +42,7 @@ impl Params {
         let content_type = content_type(headers);
         if content_type == "application/json" {
             if !body.iter().all(u8::is_ascii_whitespace) {
-                match serde_json::from_slice::<Value>(body) {
+                match parse_json(body) {
                     Ok(Value::Object(map)) => params.json = map,
                     Ok(Value::Null) => {}
                     Ok(_) => {
@@ -165,7 +165,7 @@ impl Params {
         match self.raw(p.name) {
             None => Ok(None),
             Some(Value::Object(m)) => Ok(Some(m)),
-            Some(Value::String(s)) => match serde_json::from_str::<Value>(&s) {
+            Some(Value::String(s)) => match parse_json(s.as_bytes()) {
                 Ok(Value::Object(m)) => Ok(Some(m)),
                 _ => Err(self.invalid(p, prefix)),
             },
@@ -181,6 +181,63 @@ impl Params {
             p.help
         ))
     }
+}
+
+/// How deeply a JSON body may nest. The platform stores what it is given inside its own
+/// documents (an actor's state, a mailbox message), which add levels of their own; anything
+/// near serde_json's limit of 128 would be accepted here and then be unreadable from the store.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Why a JSON request body was refused.
+#[derive(Debug)]
+pub enum JsonError {
+    /// Not JSON: serde_json's reason.
+    Syntax(String),
+    /// Nested deeper than [`MAX_JSON_DEPTH`].
+    TooDeep,
+}
+
+impl std::fmt::Display for JsonError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JsonError::Syntax(why) => f.write_str(why),
+            JsonError::TooDeep => write!(
+                f,
+                "the JSON document is nested deeper than {MAX_JSON_DEPTH} levels"
+            ),
+        }
+    }
+}
+
+/// Parses a JSON request body, refusing documents nested deeper than [`MAX_JSON_DEPTH`].
+pub fn parse_json(body: &[u8]) -> Result<Value, JsonError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        // serde_json stops at 128 levels itself.
+        if e.to_string().starts_with("recursion limit exceeded") {
+            JsonError::TooDeep
+        } else {
+            JsonError::Syntax(e.to_string())
+        }
+    })?;
+    if depth_exceeds(&value, MAX_JSON_DEPTH) {
+        return Err(JsonError::TooDeep);
+    }
+    Ok(value)
+}
+
+/// Whether `value` nests more than `limit` arrays and objects deep.
+fn depth_exceeds(value: &Value, limit: usize) -> bool {
+    let children: Box<dyn Iterator<Item = &Value>> = match value {
+        Value::Array(items) => Box::new(items.iter()),
+        Value::Object(map) => Box::new(map.values()),
+        _ => return false,
+    };
+    if limit == 0 {
+        return true;
+    }
+    children
+        .into_iter()
+        .any(|child| depth_exceeds(child, limit - 1))
 }
 
 pub fn content_type(headers: &HeaderMap) -> String {

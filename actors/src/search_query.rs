@@ -52,6 +52,45 @@ const RESERVED: &[&str] = &[
 /// Longest accepted `like` pattern, in characters.
 const MAX_PATTERN: usize = 1000;
 
+/// How much `like` matching one search may do, counted as characters of text times pieces of
+/// pattern (the automaton's worst case): well under a second of CPU. A search that would need
+/// more is refused rather than allowed to occupy the server.
+pub const MATCH_BUDGET: u64 = 200_000_000;
+
+/// What is left of a search's [`MATCH_BUDGET`].
+#[derive(Debug)]
+pub struct Budget {
+    left: std::cell::Cell<u64>,
+}
+
+impl Default for Budget {
+    fn default() -> Budget {
+        Budget::new(MATCH_BUDGET)
+    }
+}
+
+impl Budget {
+    pub fn new(steps: u64) -> Budget {
+        Budget {
+            left: std::cell::Cell::new(steps),
+        }
+    }
+
+    /// Takes `cost` from the budget; `false` (and nothing taken) when too little is left.
+    fn take(&self, cost: u64) -> bool {
+        match self.left.get().checked_sub(cost) {
+            Some(rest) => {
+                self.left.set(rest);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The error of a search that ran out of [`Budget`].
+pub const TOO_COSTLY: &str = "The search needs too much matching: narrow it (a shorter `like` pattern, fewer wildcards, or other conditions first).";
+
 /// A parsed search: conditions, text filters and the page.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Query {
@@ -151,8 +190,14 @@ impl Query {
     }
 
     /// Whether the stored document satisfies every condition.
-    pub fn matches_doc(&self, doc: &Value) -> bool {
-        self.conditions.iter().all(|c| c.matches(doc))
+    /// Fails with [`TOO_COSTLY`] when `budget` runs out.
+    pub fn matches_doc(&self, doc: &Value, budget: &Budget) -> Result<bool, String> {
+        for condition in &self.conditions {
+            if !condition.matches(doc, budget)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// Whether the displayed item contains every `search` word and `exactsearch` phrase.
@@ -217,11 +262,20 @@ impl Condition {
         Ok(Condition { path, test })
     }
 
-    fn matches(&self, doc: &Value) -> bool {
+    fn matches(&self, doc: &Value, budget: &Budget) -> Result<bool, String> {
         let mut values = Vec::new();
         reach(doc, &self.path, &mut values);
         let any = |f: &dyn Fn(&Value) -> bool| values.iter().any(|v| f(v));
-        match &self.test {
+        let exhausted = std::cell::Cell::new(false);
+        let like = |p: &Pattern, s: &str| {
+            if budget.take(p.cost(s)) {
+                p.is_match(s)
+            } else {
+                exhausted.set(true);
+                false
+            }
+        };
+        let outcome = match &self.test {
             Test::Eq(t) => equals_any(&values, t),
             Test::Neq(t) => !equals_any(&values, t),
             Test::In(ts) => ts.iter().any(|t| equals_any(&values, t)),
@@ -233,9 +287,13 @@ impl Condition {
                 compare(v, low).is_some_and(|o| o != Ordering::Less)
                     && compare(v, high).is_some_and(|o| o != Ordering::Greater)
             }),
-            Test::Like(p) => any(&|v| v.as_str().is_some_and(|s| p.is_match(s))),
-            Test::Nlike(p) => !any(&|v| v.as_str().is_some_and(|s| p.is_match(s))),
+            Test::Like(p) => any(&|v| v.as_str().is_some_and(|s| like(p, s))),
+            Test::Nlike(p) => !any(&|v| v.as_str().is_some_and(|s| like(p, s))),
+        };
+        if exhausted.get() {
+            return Err(TOO_COSTLY.to_string());
         }
+        Ok(outcome)
     }
 }
 

@@ -995,3 +995,124 @@ async fn oversized_bodies_get_the_envelope() {
     c.finish();
     app.stop().await;
 }
+
+/// `depth` arrays nested in one another.
+fn nested(depth: usize) -> String {
+    format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// JSON nested deeper than the platform accepts (64 levels) is refused with 400 wherever it
+/// would be kept — an actor's state, a message, an actor description — so no stored document
+/// ever becomes unreadable; 64 levels are accepted and read back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_json_is_refused_before_it_is_stored() {
+    let Some(app) = start_quiet(None).await else {
+        return;
+    };
+    let aid = actor_id(&app.register_actor(json!({"image": ECHO})).await);
+    let sid = actor_id(
+        &app.register_actor(json!({"image": ECHO, "stateless": false}))
+            .await,
+    );
+    let too_deep = "nested deeper than 64 levels";
+    let mut c = Checks::new(&app);
+    let state = format!("/actors/{sid}/state");
+    for depth in [65, 127, 1000] {
+        c.check(
+            Method::POST,
+            &state,
+            raw("application/json", nested(depth)),
+            400,
+            &[too_deep],
+        )
+        .await;
+        c.check(
+            Method::POST,
+            &format!("/actors/{aid}/messages"),
+            raw("application/json", nested(depth)),
+            400,
+            &[too_deep],
+        )
+        .await;
+        let description = format!(
+            r#"{{"image": "{ECHO}", "default_environment": {{"deep": {}}}}}"#,
+            nested(depth)
+        );
+        c.check(
+            Method::POST,
+            "/actors",
+            raw("application/json", description),
+            400,
+            &[too_deep],
+        )
+        .await;
+    }
+    // At the limit: accepted, and the actor still reads back, alone and in the list.
+    let (status, env) = app
+        .call(
+            app.request(Method::POST, &state)
+                .header(CONTENT_TYPE, "application/json")
+                .body(nested(64)),
+        )
+        .await;
+    c.expect(status == 200, || {
+        format!("state of 64 levels: {status} {env}")
+    });
+    for path in [format!("/actors/{sid}"), "/actors".to_string()] {
+        let (status, env) = app.get(&path).await;
+        c.expect(status == 200, || {
+            format!("GET {path} after a deep state: {status} {env}")
+        });
+    }
+    c.finish();
+    app.stop().await;
+}
+
+/// A synchronous message whose actor is deleted while the request waits gets 404 in the
+/// envelope, not a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_synchronous_wait_ends_with_404_when_its_actor_is_deleted() {
+    let Some(app) = TestApp::embedded().start().await else {
+        return;
+    };
+    let aid = actor_id(
+        &app.register_actor(json!({"image": "abaco-test/sleep"}))
+            .await,
+    );
+    app.wait_actor_status(&aid, "READY", Duration::from_secs(30))
+        .await;
+    let waiting = app
+        .request(
+            Method::POST,
+            &format!("/actors/{aid}/messages?_abaco_synchronous=true&SLEEP=30"),
+        )
+        .header(CONTENT_TYPE, "text/plain")
+        .body("wait for me")
+        .send();
+    let waiting = tokio::spawn(waiting);
+    abaco_tests::wait_for("the execution to run", Duration::from_secs(30), || async {
+        let (_, env) = app.get(&format!("/actors/{aid}/executions")).await;
+        let running = env["result"]["executions"]
+            .as_array()
+            .is_some_and(|list| list.iter().any(|e| e["status"] == "RUNNING"));
+        running.then_some(())
+    })
+    .await;
+    let (status, env) = app.delete(&format!("/actors/{aid}")).await;
+    assert_eq!(status, 200, "{env}");
+    let answer = tokio::time::timeout(Duration::from_secs(30), waiting)
+        .await
+        .expect("the synchronous request answers once its actor is gone")
+        .expect("the request task")
+        .expect("the synchronous request gets an answer");
+    let status = answer.status().as_u16();
+    let body: Value = answer.json().await.expect("a JSON envelope");
+    assert_eq!(status, 404, "{body}");
+    assert!(envelope_problems(&body).is_empty(), "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("its actor was deleted")),
+        "{body}"
+    );
+}

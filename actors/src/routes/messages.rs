@@ -17,7 +17,7 @@ use abaco_core::PermissionLevel;
 use super::load_actor;
 use crate::case;
 use crate::identity::Identity;
-use crate::params::{content_type, parse_urlencoded};
+use crate::params::{content_type, parse_json, parse_urlencoded};
 use crate::reply::{ApiError, Reply};
 use crate::{wire, Api};
 
@@ -147,7 +147,7 @@ fn extract_message(
     // 1. an explicit `message` parameter: JSON field, form field or query parameter.
     let mut explicit: Option<String> = None;
     if ctype == "application/json" {
-        if let Ok(Value::Object(m)) = serde_json::from_slice::<Value>(body) {
+        if let Ok(Value::Object(m)) = parse_json(body) {
             if let Some(v) = m.get("message").filter(|v| !v.is_null()) {
                 explicit = Some(match v {
                     Value::String(s) => s.clone(),
@@ -193,7 +193,7 @@ fn extract_message(
     }
     // 3. a JSON document.
     if ctype == "application/json" {
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
+        let value: Value = parse_json(body).map_err(|e| {
             ApiError::bad(format!(
                 "message POST body could not be parsed as JSON: {e}. Pass JSON data or use the message attribute."
             ))
@@ -202,7 +202,7 @@ fn extract_message(
     }
     // 4. any other body: JSON when it parses, else the text itself.
     let text = std::str::from_utf8(body).map_err(|_| unserializable())?;
-    match serde_json::from_str::<Value>(text) {
+    match parse_json(text.as_bytes()) {
         Ok(Value::String(s)) => Ok((ContentType::Str, MessageBody::Text(s))),
         Ok(value) => Ok((
             ContentType::Str,
@@ -242,7 +242,13 @@ async fn wait_for_result(
             .store
             .execution(db_id, execution_id)
             .await?
-            .ok_or_else(|| ApiError::Internal(format!("execution {execution_id} vanished")))?;
+            .ok_or_else(|| {
+                // The actor (and with it its executions) was deleted while this request waited.
+                ApiError::not_found(format!(
+                    "Execution {execution_id} no longer exists: its actor was deleted while this \
+                     synchronous request waited for it."
+                ))
+            })?;
         if execution.status.is_final() {
             if let Some(delivery) = api
                 .control

@@ -15,7 +15,7 @@ use crate::case::{self, Case};
 use crate::identity::Identity;
 use crate::params::parse_urlencoded;
 use crate::reply::{ApiError, Reply};
-use crate::search_query::{parse_stored_time, Query, TIME_FIELDS};
+use crate::search_query::{parse_stored_time, Budget, Query, TIME_FIELDS};
 use crate::{wire, Api};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -62,9 +62,14 @@ async fn run(
     query: &Query,
 ) -> Result<Value, ApiError> {
     let mut matched: Vec<Value> = Vec::new();
+    // One budget for the whole search, however many documents it looks at.
+    let budget = Budget::default();
     for actor in readable_actors(api, who).await? {
         for (doc, item) in candidates(api, search_type, &actor).await? {
-            if query.matches_doc(&doc) {
+            if query
+                .matches_doc(&doc, &budget)
+                .map_err(ApiError::BadRequest)?
+            {
                 let item = item();
                 if query.matches_text(&item) {
                     matched.push(item);

@@ -9,7 +9,7 @@ use abaco_core::PermissionLevel;
 
 use super::load_actor;
 use crate::identity::Identity;
-use crate::params::content_type;
+use crate::params::{content_type, parse_json, JsonError};
 use crate::reply::{ApiError, Reply};
 use crate::{wire, Api};
 
@@ -41,7 +41,10 @@ pub async fn set_state(
     if content_type(&headers) != "application/json" {
         return Err(invalid());
     }
-    let state: Value = serde_json::from_slice(&body).map_err(|_| invalid())?;
+    let state: Value = parse_json(&body).map_err(|e| match e {
+        JsonError::TooDeep => ApiError::bad(format!("Invalid actor state description: {e}.")),
+        JsonError::Syntax(_) => invalid(),
+    })?;
     let falsy = match &state {
         Value::Null => true,
         Value::Bool(b) => !b,

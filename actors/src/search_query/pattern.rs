@@ -127,6 +127,11 @@ impl Pattern {
     }
 
     /// Whether the pattern occurs in `text` (anywhere, unless anchored).
+    /// The most work [`Pattern::is_match`] can do on `text`: its characters times the pieces.
+    pub fn cost(&self, text: &str) -> u64 {
+        (text.len() as u64).saturating_mul(self.pieces.len() as u64 + 1)
+    }
+
     pub fn is_match(&self, text: &str) -> bool {
         let n = self.pieces.len();
         let mut current = vec![false; n + 1];

@@ -13,7 +13,11 @@ fn parse(query: &str) -> Result<Query, String> {
 /// Whether the document matches the query string.
 fn check(query: &str, doc: &Value, expect: bool) {
     let q = parse(query).unwrap_or_else(|e| panic!("{query}: {e}"));
-    assert_eq!(q.matches_doc(doc), expect, "{query} on {doc}");
+    assert_eq!(
+        q.matches_doc(doc, &Budget::default()),
+        Ok(expect),
+        "{query} on {doc}"
+    );
 }
 
 fn check_error(query: &str, expect: &str) {
@@ -190,4 +194,21 @@ fn lenient_datetimes() {
     ] {
         assert_eq!(at(input).as_deref(), expect, "{input}");
     }
+}
+
+/// A `like` search that would match too much text is refused instead of occupying the server.
+#[test]
+fn like_matching_is_bounded_by_the_budget() {
+    let q = parse("description.like=a*a*a*a*b").unwrap();
+    let doc = json!({"description": "a".repeat(1000)});
+    // 1,000 characters times 6 pieces fit in 6,000 steps, not in 5,999.
+    assert_eq!(q.matches_doc(&doc, &Budget::new(6_000)), Ok(false));
+    assert_eq!(
+        q.matches_doc(&doc, &Budget::new(5_999)),
+        Err(TOO_COSTLY.to_string())
+    );
+    // The budget is shared by every document of one search.
+    let budget = Budget::new(10_000);
+    assert_eq!(q.matches_doc(&doc, &budget), Ok(false));
+    assert!(q.matches_doc(&doc, &budget).is_err());
 }
