@@ -383,13 +383,27 @@ async fn register_rejects_bad_descriptions() {
         &["Invalid actor description: Unable to process the JSON description.: 400 Bad Request: Invalid queue name."],
     )
     .await;
-    for mem in ["lots", "12q", "-5m"] {
+    // Sizes Docker would refuse for every container: below its 6 MiB minimum.
+    for mem in ["lots", "12q", "-5m", "1k", "5m"] {
         c.check(
             post.clone(),
             "/actors",
             json_body(json!({"image": ECHO, "mem_limit": mem})),
             400,
             &["Invalid actor description", "mem_limit"],
+        )
+        .await;
+    }
+    for cpus in [1, 9_999_999] {
+        c.check(
+            post.clone(),
+            "/actors",
+            json_body(json!({"image": ECHO, "max_cpus": cpus})),
+            400,
+            &[
+                "Invalid actor description",
+                "max_cpus must be at least 10000000",
+            ],
         )
         .await;
     }

@@ -2,6 +2,11 @@
 //! read from request parameters into an `ActorInput`.
 
 use abaco_core::model::parse_mem_limit;
+
+/// Docker's smallest memory limit for a container (6 MiB).
+const MIN_MEMORY: i64 = 6 << 20;
+/// Docker's smallest CPU limit (0.01 CPU).
+const MIN_NANO_CPUS: i64 = 10_000_000;
 use serde_json::{Map, Value};
 
 use crate::identity::Identity;
@@ -194,16 +199,25 @@ impl ActorInput {
             }
         }
         if let Some(mem) = &self.mem_limit {
-            if parse_mem_limit(mem).is_none() {
-                return Err(ApiError::bad(format!(
-                    "{PREFIX}: mem_limit {mem:?} is not a memory size; use bytes or a number with b, k, m or g (e.g. \"512m\"), or -1 for unlimited."
-                )));
+            match parse_mem_limit(mem) {
+                None => {
+                    return Err(ApiError::bad(format!(
+                        "{PREFIX}: mem_limit {mem:?} is not a memory size; use bytes or a number with b, k, m or g (e.g. \"512m\"), or -1 for unlimited."
+                    )))
+                }
+                // Docker refuses to create a container with less (every execution would fail).
+                Some(bytes) if bytes != -1 && bytes < MIN_MEMORY => {
+                    return Err(ApiError::bad(format!(
+                        "{PREFIX}: mem_limit {mem:?} is below the 6m a container needs; use at least \"6m\", or -1 for unlimited."
+                    )))
+                }
+                Some(_) => {}
             }
         }
         if let Some(cpus) = self.max_cpus {
-            if cpus != -1 && cpus <= 0 {
+            if cpus != -1 && cpus < MIN_NANO_CPUS {
                 return Err(ApiError::bad(format!(
-                    "{PREFIX}: max_cpus must be a positive number of nanoCPUs (1000000000 = 1 CPU) or -1."
+                    "{PREFIX}: max_cpus must be at least 10000000 nanoCPUs (0.01 CPU, Docker's minimum; 1000000000 = 1 CPU), or -1."
                 )));
             }
         }
