@@ -87,13 +87,16 @@ impl FromRequestParts<Api> for Identity {
 
     async fn from_request_parts(parts: &mut Parts, api: &Api) -> Result<Self, Self::Rejection> {
         if api.config.web.access_control == "none" {
-            let tenant = parts
-                .headers
-                .get("tenant")
-                .and_then(|v| v.to_str().ok())
-                .map(|t| t.trim().to_ascii_uppercase())
-                .filter(|t| !t.is_empty())
-                .unwrap_or_else(|| api.config.web.tenant_name.clone());
+            let tenant = match parts.headers.get("tenant").map(|v| v.to_str()) {
+                // Not text: refused like any other bad tenant name, never read as the default.
+                Some(Err(_)) => {
+                    return Err(ApiError::bad(
+                        "Invalid tenant header: tenant names are letters, digits, '-' and '.'.",
+                    ))
+                }
+                Some(Ok(t)) if !t.trim().is_empty() => t.trim().to_ascii_uppercase(),
+                _ => api.config.web.tenant_name.clone(),
+            };
             check_tenant_name(&tenant)?;
             return Identity::new(api, Tenant(tenant), "anonymous".into(), vec!["ALL".into()]);
         }

@@ -1130,3 +1130,36 @@ async fn a_synchronous_wait_ends_with_404_when_its_actor_is_deleted() {
         "{body}"
     );
 }
+
+/// A `tenant` header that is not a valid tenant name — including bytes that are not text — is
+/// refused with 400, never read as the default tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tenant_headers_are_400() {
+    let Some(app) = start_quiet(None).await else {
+        return;
+    };
+    let client = reqwest::Client::new();
+    for tenant in [
+        reqwest::header::HeaderValue::from_static("A_B"),
+        reqwest::header::HeaderValue::from_static("a b"),
+        reqwest::header::HeaderValue::from_bytes(b"\xff\xfe").expect("an opaque header value"),
+    ] {
+        let resp = client
+            .get(app.url("/actors"))
+            .header("tenant", tenant.clone())
+            .send()
+            .await
+            .expect("an answer");
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.expect("a JSON envelope");
+        assert_eq!(status, 400, "tenant {tenant:?}: {body}");
+        assert!(envelope_problems(&body).is_empty(), "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("Invalid tenant")),
+            "{body}"
+        );
+    }
+    app.stop().await;
+}
