@@ -34,6 +34,8 @@ pub enum CronError {
     Unit(String),
     #[error("The increment must be a positive whole number, got {0:?}")]
     Increment(String),
+    #[error("The increment is too large: the execution after the first would fall beyond the year 262143")]
+    TooFar,
 }
 
 /// The current UTC hour (schedules have hour granularity).
@@ -93,11 +95,16 @@ pub fn parse(text: &str, now: DateTime<Utc>) -> Result<Schedule, CronError> {
     if start_time < hour {
         return Err(CronError::Old(hour.format("%Y-%m-%d %H:00:00").to_string()));
     }
-    Ok(Schedule {
+    let schedule = Schedule {
         start: start_time,
         every,
         unit,
-    })
+    };
+    // A schedule whose second firing cannot be represented would be accepted and never repeat.
+    if schedule.nth(1).is_none() {
+        return Err(CronError::TooFar);
+    }
+    Ok(schedule)
 }
 
 impl Schedule {
@@ -217,6 +224,12 @@ mod tests {
             Err(CronError::Old("2026-11-23 20:00:00".into())),
         );
         check("now + 0 hours", Err(CronError::Increment("0".into())));
+        check("now + 2147483648 days", Err(CronError::TooFar));
+        check("now + 4294967295 months", Err(CronError::TooFar));
+        check(
+            "now + 1000000 days",
+            Ok((at(2026, 11, 23, 20), 1_000_000, Unit::Day)),
+        );
     }
 
     #[test]
