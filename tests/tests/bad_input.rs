@@ -394,6 +394,25 @@ async fn register_rejects_bad_descriptions() {
         )
         .await;
     }
+    for hook in [
+        "http://%zz/",
+        "not a url",
+        "ftp://example.org/x",
+        "file:///etc/passwd",
+    ] {
+        c.check(
+            post.clone(),
+            "/actors",
+            json_body(json!({"image": ECHO, "webhook": hook})),
+            400,
+            &[
+                "Invalid actor description",
+                "webhook",
+                "is not a usable URL",
+            ],
+        )
+        .await;
+    }
     for cpus in [1, 9_999_999] {
         c.check(
             post.clone(),

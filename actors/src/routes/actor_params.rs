@@ -214,6 +214,24 @@ impl ActorInput {
                 Some(_) => {}
             }
         }
+        if let Some(hook) = self
+            .webhook
+            .as_deref()
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+        {
+            let usable = url::Url::parse(hook)
+                .map_err(|e| e.to_string())
+                .and_then(|u| match (u.scheme(), u.host_str()) {
+                    ("http" | "https", Some(host)) if !host.is_empty() => Ok(()),
+                    _ => Err("events are POSTed to http or https URLs with a host".to_string()),
+                });
+            if let Err(why) = usable {
+                return Err(ApiError::bad(format!(
+                    "{PREFIX}: webhook {hook:?} is not a usable URL ({why})."
+                )));
+            }
+        }
         if let Some(cpus) = self.max_cpus {
             if cpus != -1 && cpus < MIN_NANO_CPUS {
                 return Err(ApiError::bad(format!(
