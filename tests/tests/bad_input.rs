@@ -1182,3 +1182,63 @@ async fn bad_tenant_headers_are_400() {
     }
     app.stop().await;
 }
+
+/// A mailbox message the worker cannot read (the API refuses such input, so it is put in the
+/// mailbox directly) ends its execution in ERROR with the reason, instead of leaving it
+/// SUBMITTED for ever; the worker carries on with the next message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_mailbox_message_ends_its_execution_in_error() {
+    use abaco_core::messages::{ContentType, MessageBody};
+    use abaco_core::{DbId, Execution, MailboxMessage, Tenant};
+
+    let Some(app) = TestApp::embedded().start().await else {
+        return;
+    };
+    let aid = actor_id(&app.register_actor(json!({"image": ECHO})).await);
+    app.wait_actor_status(&aid, "READY", Duration::from_secs(30))
+        .await;
+    let db_id = DbId::new(
+        &Tenant::from(app.tenant.as_str()),
+        &ActorId::from(aid.as_str()),
+    );
+    let actor = app
+        .control
+        .store
+        .actor(&db_id)
+        .await
+        .expect("the store answers")
+        .expect("the registered actor");
+    let mut deep = json!("bottom");
+    for _ in 0..200 {
+        deep = json!([deep]);
+    }
+    let eid = ExecutionId::generate();
+    let execution = Execution::submitted(&actor, eid.clone(), "tester", abaco_core::time::now());
+    let message = MailboxMessage {
+        execution_id: eid.clone(),
+        content_type: ContentType::Json,
+        message: MessageBody::Json(deep),
+        env: serde_json::Map::new(),
+    };
+    app.control
+        .enqueue(&execution, &message)
+        .await
+        .expect("the message is queued");
+    let ended = app
+        .wait_execution_final(&aid, eid.as_str(), Duration::from_secs(30))
+        .await;
+    assert_eq!(ended["status"], "ERROR", "{ended}");
+    assert!(
+        ended["status_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("could not be read")),
+        "{ended}"
+    );
+    // The worker is still serving its mailbox.
+    let next = app.send_message(&aid, "after the unreadable one").await;
+    let done = app
+        .wait_execution_final(&aid, &next, Duration::from_secs(30))
+        .await;
+    assert_eq!(done["status"], "COMPLETE", "{done}");
+    app.stop().await;
+}

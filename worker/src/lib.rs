@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use abaco_control::Control;
 use abaco_core::time::now;
-use abaco_core::{Config, MailboxMessage, Queue, Worker, WorkerControl, WorkerStatus};
+use abaco_core::{
+    Config, ExecutionStatus, MailboxMessage, Queue, Worker, WorkerControl, WorkerStatus,
+};
 use abaco_runtime::Runtime;
 use abaco_store::Transition;
 
@@ -156,6 +158,23 @@ async fn serve_mailbox(
             Ok(m) => m,
             Err(err) => {
                 tracing::error!(worker_id = %worker.id, cause = %err, "dropping undecodable mailbox message");
+                // Its execution would otherwise wait for ever: close it with the reason.
+                if let Some(eid) = MailboxMessage::execution_id_of(delivery.payload()) {
+                    let mut patch = Map::new();
+                    patch.insert("status".into(), json!(ExecutionStatus::Error));
+                    patch.insert(
+                        "status_message".into(),
+                        json!(format!("The message could not be read: {err}")),
+                    );
+                    if let Err(e) = ctx
+                        .control
+                        .store
+                        .update_execution(&worker.actor_id, &eid, patch)
+                        .await
+                    {
+                        tracing::warn!(execution_id = %eid, cause = %e, "could not close the execution of an undecodable message");
+                    }
+                }
                 let _ = delivery.nack(false).await;
                 continue;
             }

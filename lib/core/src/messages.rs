@@ -122,6 +122,17 @@ impl MailboxMessage {
         out
     }
 
+    /// The execution id of an encoded message that does not decode (its header is written with
+    /// `execution_id` first), so that a worker can still close that execution with an error
+    /// instead of leaving it waiting for ever.
+    pub fn execution_id_of(bytes: &[u8]) -> Option<ExecutionId> {
+        let rest = bytes.get(4..)?.strip_prefix(b"{\"execution_id\":\"")?;
+        let end = rest.iter().position(|b| *b == b'"')?;
+        let id = std::str::from_utf8(&rest[..end]).ok()?;
+        (!id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()))
+            .then(|| ExecutionId::from(id))
+    }
+
     pub fn decode(bytes: &[u8]) -> Result<MailboxMessage, DecodeError> {
         let len_bytes: [u8; 4] = bytes
             .get(..4)
@@ -232,6 +243,28 @@ mod tests {
         }
         assert!(MailboxMessage::decode(&[0, 0]).is_err());
         assert!(MailboxMessage::decode(&[0, 0, 0, 9, b'{']).is_err());
+    }
+
+    /// A message too deeply nested to decode still names its execution.
+    #[test]
+    fn an_undecodable_message_still_names_its_execution() {
+        let mut deep = serde_json::json!("bottom");
+        for _ in 0..200 {
+            deep = serde_json::json!([deep]);
+        }
+        let message = MailboxMessage {
+            execution_id: ExecutionId::from("E7xQ2"),
+            content_type: ContentType::Json,
+            message: MessageBody::Json(deep),
+            env: Map::new(),
+        };
+        let bytes = message.encode();
+        assert!(MailboxMessage::decode(&bytes).is_err());
+        assert_eq!(
+            MailboxMessage::execution_id_of(&bytes),
+            Some(ExecutionId::from("E7xQ2"))
+        );
+        assert_eq!(MailboxMessage::execution_id_of(&[0, 0, 0, 9, b'{']), None);
     }
 
     #[test]
