@@ -52,10 +52,10 @@ const RESERVED: &[&str] = &[
 /// Longest accepted `like` pattern, in characters.
 const MAX_PATTERN: usize = 1000;
 
-/// How much `like` matching one search may do, counted as characters of text times pieces of
-/// pattern (the automaton's worst case): well under a second of CPU. A search that would need
-/// more is refused rather than allowed to occupy the server.
-pub const MATCH_BUDGET: u64 = 200_000_000;
+/// How much `like` matching one search may do, in automaton steps (one per live state per
+/// character; a literal pattern costs a few per character): about a second of CPU at most. A
+/// search that needs more is refused rather than allowed to occupy the server.
+pub const MATCH_BUDGET: u64 = 1_000_000_000;
 
 /// What is left of a search's [`MATCH_BUDGET`].
 #[derive(Debug)]
@@ -76,15 +76,12 @@ impl Budget {
         }
     }
 
-    /// Takes `cost` from the budget; `false` (and nothing taken) when too little is left.
-    fn take(&self, cost: u64) -> bool {
-        match self.left.get().checked_sub(cost) {
-            Some(rest) => {
-                self.left.set(rest);
-                true
-            }
-            None => false,
-        }
+    /// Matches `pattern` against `text` on what is left; `None` once it runs out.
+    fn matches(&self, pattern: &Pattern, text: &str) -> Option<bool> {
+        let mut left = self.left.get();
+        let outcome = pattern.is_match_within(text, &mut left);
+        self.left.set(left);
+        outcome
     }
 }
 
@@ -268,12 +265,10 @@ impl Condition {
         let any = |f: &dyn Fn(&Value) -> bool| values.iter().any(|v| f(v));
         let exhausted = std::cell::Cell::new(false);
         let like = |p: &Pattern, s: &str| {
-            if budget.take(p.cost(s)) {
-                p.is_match(s)
-            } else {
+            budget.matches(p, s).unwrap_or_else(|| {
                 exhausted.set(true);
                 false
-            }
+            })
         };
         let outcome = match &self.test {
             Test::Eq(t) => equals_any(&values, t),

@@ -127,44 +127,61 @@ impl Pattern {
     }
 
     /// Whether the pattern occurs in `text` (anywhere, unless anchored).
-    /// The most work [`Pattern::is_match`] can do on `text`: its characters times the pieces.
-    pub fn cost(&self, text: &str) -> u64 {
-        (text.len() as u64).saturating_mul(self.pieces.len() as u64 + 1)
+    pub fn is_match(&self, text: &str) -> bool {
+        let mut unlimited = u64::MAX;
+        self.is_match_within(text, &mut unlimited).unwrap_or(false)
     }
 
-    pub fn is_match(&self, text: &str) -> bool {
+    /// As [`Pattern::is_match`], taking from `budget` one step per live automaton state per
+    /// character (a literal pattern keeps a few states live; `a*a*a*...` keeps them all).
+    /// `None` when the budget runs out first.
+    pub fn is_match_within(&self, text: &str, budget: &mut u64) -> Option<bool> {
         let n = self.pieces.len();
         let mut current = vec![false; n + 1];
         let mut next = vec![false; n + 1];
-        self.add(&mut current, 0);
+        let mut live = Vec::with_capacity(n + 1);
+        let mut next_live = Vec::with_capacity(n + 1);
+        self.add(&mut current, &mut live, 0);
         for c in text.chars() {
             if current[n] && !self.anchored_end {
-                return true;
+                return Some(true);
             }
-            next.iter_mut().for_each(|s| *s = false);
-            for (i, piece) in self.pieces.iter().enumerate() {
-                if current[i] && piece.atom.accepts(c) {
+            *budget = budget.checked_sub(live.len() as u64 + 1)?;
+            for &i in &live {
+                let Some(piece) = self.pieces.get(i) else {
+                    continue;
+                };
+                if piece.atom.accepts(c) {
                     match piece.repeat {
-                        Repeat::Star => self.add(&mut next, i),
-                        Repeat::One | Repeat::Optional => self.add(&mut next, i + 1),
+                        Repeat::Star => self.add(&mut next, &mut next_live, i),
+                        Repeat::One | Repeat::Optional => {
+                            self.add(&mut next, &mut next_live, i + 1)
+                        }
                     }
                 }
             }
             if !self.anchored_start {
-                self.add(&mut next, 0);
+                self.add(&mut next, &mut next_live, 0);
             }
+            for &i in &live {
+                current[i] = false;
+            }
+            live.clear();
             std::mem::swap(&mut current, &mut next);
+            std::mem::swap(&mut live, &mut next_live);
         }
-        current[n]
+        Some(current[n])
     }
 
-    /// Marks state `i` and every state reachable from it without input.
-    fn add(&self, states: &mut [bool], mut i: usize) {
+    /// Marks state `i` and every state reachable from it without input, listing each newly
+    /// marked state in `live`.
+    fn add(&self, states: &mut [bool], live: &mut Vec<usize>, mut i: usize) {
         loop {
             if states[i] {
                 return;
             }
             states[i] = true;
+            live.push(i);
             match self.pieces.get(i) {
                 Some(p) if p.repeat != Repeat::One => i += 1,
                 _ => return,
