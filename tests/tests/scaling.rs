@@ -717,15 +717,18 @@ async fn health_removes_orphaned_containers_of_its_host_only() {
                 ..Default::default()
             };
             let id = runtime.create(&spec).await.expect("create container");
-            runtime.start(&id).await.expect("start container");
-            id
+            let started = runtime.start(&id).await;
+            (id, started)
         }
     };
     let orphan_worker = unique("orphan");
     let foreign_worker = unique("foreign");
     let foreign_host = unique("other-host-");
-    let foreign = create(foreign_host, foreign_worker.clone()).await;
-    create(app.config.spawner.host_id.clone(), orphan_worker.clone()).await;
+    let (foreign, started) = create(foreign_host, foreign_worker.clone()).await;
+    started.expect("start the other host's container");
+    // Health may remove the orphan between its creation and its start (it is nobody's from
+    // the moment it exists), so its start may fail; either way it must be gone below.
+    let _ = create(app.config.spawner.host_id.clone(), orphan_worker.clone()).await;
 
     let started = Instant::now();
     wait_for(
