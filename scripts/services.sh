@@ -52,8 +52,17 @@ if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
   wait_for redis 30 redis-cli -h 127.0.0.1 ping
 fi
 
-# RabbitMQ on 127.0.0.1:5672. A node that does not come up is killed (with its epmd) and started
-# once more before giving up with the tail of its log.
+# RabbitMQ on 127.0.0.1:5672. A node that does not come up is killed and started once more
+# before giving up with the tail of its log.
+shared_rabbit_pids() { # the beam processes started on /var/lib/abaco-test/rabbitmq
+  local pid
+  for pid in $(pgrep -x beam.smp || true); do
+    tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null |
+      grep -qx 'RABBITMQ_MNESIA_BASE=/var/lib/abaco-test/rabbitmq/mnesia' && echo "$pid"
+  done
+  return 0
+}
+export -f shared_rabbit_pids
 start_rabbit() {
   rm -rf /var/lib/abaco-test/rabbitmq
   mkdir -p /var/lib/abaco-test/rabbitmq/mnesia /var/lib/abaco-test/rabbitmq/log
@@ -68,10 +77,11 @@ if ! timeout -k 5 20 rabbitmqctl -q status >/dev/null 2>&1; then
   export RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
   if ! start_rabbit; then
     tail -30 /var/log/abaco-test/rabbitmq.log >&2
-    log "killing the rabbitmq node and epmd, then starting it once more"
-    pkill -KILL -u rabbitmq beam.smp || true
-    pkill -KILL -x epmd || true
-    wait_for "the old rabbitmq node to be gone" 30 bash -c '! pgrep -u rabbitmq beam.smp'
+    # Only this node (found by its data directory): the fault suite's private node may be
+    # running beside it.
+    log "killing the rabbitmq node, then starting it once more"
+    for pid in $(shared_rabbit_pids); do kill -KILL "$pid" || true; done
+    wait_for "the old rabbitmq node to be gone" 30 bash -c '[ -z "$(shared_rabbit_pids)" ]'
     start_rabbit || { tail -30 /var/log/abaco-test/rabbitmq.log >&2; exit 1; }
   fi
 fi

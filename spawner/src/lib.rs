@@ -213,12 +213,12 @@ async fn spawn_worker(
                     "Could not obtain an OAuth client for the worker: {}",
                     reply.message
                 );
-                retry_later(ctx, &actor, &wid, &why).await;
+                retry_later(ctx, &actor, &command, &why).await;
                 return;
             }
             Err(err) => {
                 let why = format!("Could not obtain an OAuth client for the worker: {err}");
-                retry_later(ctx, &actor, &wid, &why).await;
+                retry_later(ctx, &actor, &command, &why).await;
                 return;
             }
         }
@@ -231,7 +231,7 @@ async fn spawn_worker(
     match ensure_image(ctx, &command.image, command.repull).await {
         Ok(()) => {}
         Err(ImageFailure::Transient(why)) => {
-            retry_later(ctx, &actor, &wid, &why).await;
+            retry_later(ctx, &actor, &command, &why).await;
             return;
         }
         Err(ImageFailure::Actor(why)) => {
@@ -263,6 +263,11 @@ async fn spawn_worker(
     let worker = match store.worker(&db_id, &wid).await {
         Ok(Some(w)) => w,
         _ => return,
+    };
+    // Read again: a setup that failed meanwhile may have set a waiting message to clear.
+    let actor = match store.actor(&db_id).await {
+        Ok(Some(current)) => current,
+        _ => actor,
     };
     if actor.status != ActorStatus::Ready || actor.status_message.starts_with(WAITING) {
         let _ = store
@@ -366,24 +371,46 @@ async fn ensure_image(ctx: &SpawnerContext, image: &str, repull: bool) -> Result
 /// How the status message of an actor waiting for a worker begins (cleared once one is READY).
 const WAITING: &str = "Waiting to start a worker: ";
 
+/// How long a worker setup that failed for a reason outside the actor waits before its command
+/// is sent again.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+
 /// A worker whose setup failed for a reason outside the actor (clientg, the store, the broker or
-/// the Docker engine unreachable): its record goes and the actor keeps its status, with a
-/// message that says what is being waited for. The next worker request (a message, or the
-/// health agent for an actor with queued messages) tries again.
+/// the Docker engine unreachable): the actor keeps its status, with a message that says what it
+/// waits for; the worker goes back to REQUESTED (its heartbeat refreshed, so health does not take
+/// it for a stuck setup) and its command is sent again after `RETRY_AFTER`, to any spawner of
+/// the queue. A replacement for a new revision is retried like any other, never dropped. If this
+/// process dies before resending, health removes the worker as a stuck setup and gives an actor
+/// with queued messages a new one.
 async fn retry_later(
     ctx: &SpawnerContext,
     actor: &abaco_core::Actor,
-    wid: &abaco_core::WorkerId,
+    command: &SpawnerCommand,
     why: &str,
 ) {
     let db_id = actor.db_id();
-    tracing::warn!(actor_id = %db_id, worker_id = %wid, cause = why, "worker setup failed; a later request will try again");
-    let _ = ctx.control.store.delete_worker(&db_id, wid).await;
-    let _ = ctx
-        .control
-        .store
-        .set_actor_status(&db_id, actor.status, &format!("{WAITING}{why}"))
+    let wid = &command.worker_id;
+    tracing::warn!(actor_id = %db_id, worker_id = %wid, cause = why, retry_in = ?RETRY_AFTER, "worker setup failed; retrying");
+    let store = &ctx.control.store;
+    let _ = store
+        .set_actor_status_message(&db_id, &format!("{WAITING}{why}"))
         .await;
+    let mut requested = Map::new();
+    requested.insert("status".into(), json!(WorkerStatus::Requested.as_str()));
+    requested.insert("last_health_check_time".into(), json!(now()));
+    // A worker that is gone (its actor deleted, or stopped meanwhile) is not retried.
+    if !matches!(store.update_worker(&db_id, wid, requested).await, Ok(true)) {
+        return;
+    }
+    let channels = ctx.control.channels.clone();
+    let queue = Queue::Command(actor.queue.clone());
+    let command = command.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(RETRY_AFTER).await;
+        if let Err(err) = channels.publish(&queue, &command).await {
+            tracing::warn!(worker_id = %command.worker_id, cause = %err, "could not resend the worker command; health will replace the worker");
+        }
+    });
 }
 
 /// Cleans up after a previous incarnation of this host's spawner (see the module docs).

@@ -1,6 +1,7 @@
 //! Worker setup against failures outside the actor: with the Docker engine unreachable, the
-//! worker record goes and the actor keeps its status (not ERROR) with a message saying what it
-//! waits for. (A missing image, the actor's own fault, is `tests/tests/skeleton.rs`.)
+//! actor keeps its status (not ERROR) with a message saying what it waits for, the worker goes
+//! back to REQUESTED, and its command is sent again. (A missing image, the actor's own fault, is
+//! `tests/tests/skeleton.rs`.)
 
 use std::sync::Arc;
 
@@ -8,7 +9,10 @@ use abaco_channels::Channels;
 use abaco_control::Control;
 use abaco_core::config::DockerConfig;
 use abaco_core::time::now;
-use abaco_core::{Actor, ActorId, ActorStatus, Config, SpawnerCommand, Tenant, Worker, WorkerId};
+use abaco_core::{
+    Actor, ActorId, ActorStatus, Config, Queue, SpawnerCommand, Tenant, Worker, WorkerId,
+    WorkerStatus,
+};
 use abaco_runtime::Runtime;
 use abaco_store::Store;
 use serde_json::{json, Map};
@@ -72,7 +76,7 @@ async fn an_unreachable_docker_engine_does_not_put_the_actor_in_error() {
     .expect("a runtime handle");
     let ctx = SpawnerContext {
         config: Arc::new(Config::defaults().expect("default configuration")),
-        control: Control::new(store.clone(), channels),
+        control: Control::new(store.clone(), channels.clone()),
         runtime,
     };
     let owner = actor(ActorStatus::Ready);
@@ -89,7 +93,7 @@ async fn an_unreachable_docker_engine_does_not_put_the_actor_in_error() {
         repull: false,
     };
     let workers = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
-    spawn_worker(&ctx, command, &workers, &CancellationToken::new()).await;
+    spawn_worker(&ctx, command.clone(), &workers, &CancellationToken::new()).await;
 
     let after = store.actor(&owner.db_id()).await.unwrap().unwrap();
     assert_eq!(after.status, ActorStatus::Ready, "{after:?}");
@@ -98,11 +102,24 @@ async fn an_unreachable_docker_engine_does_not_put_the_actor_in_error() {
         "{}",
         after.status_message
     );
-    assert_eq!(
-        store.worker(&owner.db_id(), &worker.id).await.unwrap(),
-        None
-    );
     assert!(workers.lock().await.is_empty(), "no worker was started");
+    let waiting = store
+        .worker(&owner.db_id(), &worker.id)
+        .await
+        .unwrap()
+        .expect("the worker is kept for the retry");
+    assert_eq!(waiting.status, WorkerStatus::Requested);
+    // The command comes back to the queue, for this or another spawner to try again.
+    let resent = channels
+        .get(
+            &Queue::Command(owner.queue.clone()),
+            crate::RETRY_AFTER + std::time::Duration::from_secs(10),
+        )
+        .await
+        .expect("the command queue answers")
+        .expect("the command is sent again");
+    assert_eq!(resent.decode::<SpawnerCommand>().unwrap(), command);
+    let _ = resent.ack().await;
     drop(ctx);
     drop(store);
     let _ = std::fs::remove_dir_all(dir);

@@ -1117,7 +1117,7 @@ async fn a_synchronous_wait_ends_with_404_when_its_actor_is_deleted() {
     let waiting = app
         .request(
             Method::POST,
-            &format!("/actors/{aid}/messages?_abaco_synchronous=true&SLEEP=30"),
+            &format!("/actors/{aid}/messages?_abaco_synchronous=true&SLEEP=8"),
         )
         .header(CONTENT_TYPE, "text/plain")
         .body("wait for me")
@@ -1140,14 +1140,20 @@ async fn a_synchronous_wait_ends_with_404_when_its_actor_is_deleted() {
         .expect("the synchronous request gets an answer");
     let status = answer.status().as_u16();
     let body: Value = answer.json().await.expect("a JSON envelope");
-    assert_eq!(status, 404, "{body}");
     assert!(envelope_problems(&body).is_empty(), "{body}");
-    assert!(
-        body["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("its actor was deleted")),
-        "{body}"
-    );
+    // Usually the executions are gone before the wait looks again (404). The stopped container
+    // may also be recorded first, and then the wait reports that ending (400). Never a 500.
+    let message = body["message"].as_str().unwrap_or_default();
+    println!("the wait ended with {status}: {message}");
+    match status {
+        404 => assert!(message.contains("its actor was deleted"), "{body}"),
+        400 => assert!(
+            message.contains("ERROR") || message.contains("error"),
+            "{body}"
+        ),
+        other => panic!("status {other} for a wait whose actor was deleted: {body}"),
+    }
+    app.stop().await;
 }
 
 /// A `tenant` header that is not a valid tenant name — including bytes that are not text — is

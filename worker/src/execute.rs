@@ -451,7 +451,7 @@ const FINAL_WRITE_WITHIN: Duration = Duration::from_secs(120);
 /// Writes an execution's final status, retrying while the store is unavailable (a restarting
 /// Redis or PostgreSQL). The message is acked only after this succeeded: `false` means it could
 /// not be recorded and the caller requeues the message, which runs again under the same id.
-async fn record_final(
+pub(crate) async fn record_final(
     ctx: &WorkerContext,
     db_id: &abaco_core::DbId,
     eid: &abaco_core::ExecutionId,

@@ -158,7 +158,8 @@ async fn serve_mailbox(
             Ok(m) => m,
             Err(err) => {
                 tracing::error!(worker_id = %worker.id, cause = %err, "dropping undecodable mailbox message");
-                // Its execution would otherwise wait for ever: close it with the reason.
+                // Its execution would otherwise wait for ever: close it with the reason (retried
+                // while the store is away; requeued if it still cannot be written).
                 if let Some(eid) = MailboxMessage::execution_id_of(delivery.payload()) {
                     let mut patch = Map::new();
                     patch.insert("status".into(), json!(ExecutionStatus::Error));
@@ -166,13 +167,10 @@ async fn serve_mailbox(
                         "status_message".into(),
                         json!(format!("The message could not be read: {err}")),
                     );
-                    if let Err(e) = ctx
-                        .control
-                        .store
-                        .update_execution(&worker.actor_id, &eid, patch)
-                        .await
-                    {
-                        tracing::warn!(execution_id = %eid, cause = %e, "could not close the execution of an undecodable message");
+                    patch.insert("finish_time".into(), json!(now()));
+                    if !execute::record_final(ctx, &worker.actor_id, &eid, patch).await {
+                        let _ = delivery.nack(true).await;
+                        continue;
                     }
                 }
                 let _ = delivery.nack(false).await;

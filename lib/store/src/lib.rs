@@ -144,6 +144,18 @@ impl Store {
         self.0.delete(Kind::Actors, db_id.as_str()).await
     }
 
+    /// Sets an actor's status message alone, leaving its status as it is now.
+    pub async fn set_actor_status_message(&self, db_id: &DbId, message: &str) -> Result<bool> {
+        let mut patch = Map::new();
+        patch.insert("status_message".into(), Value::String(message.into()));
+        Ok(matches!(
+            self.0
+                .merge(Kind::Actors, db_id.as_str(), None, &patch)
+                .await?,
+            Merge::Applied(_)
+        ))
+    }
+
     pub async fn set_actor_status(
         &self,
         db_id: &DbId,

@@ -47,9 +47,6 @@ pub(crate) struct Sqlite {
     jobs: mpsc::Sender<Job>,
     readers: Arc<Readers>,
     cache: Arc<Cache>,
-    /// `{dir}/store.lock`, exclusively locked while this store is open (released with the
-    /// handle, or by the kernel when the process dies).
-    _lock: std::fs::File,
 }
 
 /// How long `open` waits for another holder of the directory's lock to let go (a store of this
@@ -217,7 +214,12 @@ impl Sqlite {
         let writer_cache = Arc::clone(&cache);
         std::thread::Builder::new()
             .name("abaco-store-writer".into())
-            .spawn(move || write_loop(conn, seq, queue, &writer_cache))
+            .spawn(move || {
+                write_loop(conn, seq, queue, &writer_cache);
+                // `{dir}/store.lock` is let go only once the last write is done and the write
+                // connection closed (or by the kernel when the process dies).
+                drop(lock);
+            })
             .map_err(|e| StoreError::Unavailable(format!("cannot start the store writer: {e}")))?;
         let readers = Arc::new(Readers {
             path: path.clone(),
@@ -233,7 +235,6 @@ impl Sqlite {
             jobs,
             readers,
             cache,
-            _lock: lock,
         })
     }
 
