@@ -52,10 +52,11 @@ const RESERVED: &[&str] = &[
 /// Longest accepted `like` pattern, in characters.
 const MAX_PATTERN: usize = 1000;
 
-/// How much `like` matching one search may do, in automaton steps (one per live state per
-/// character; a literal pattern costs a few per character): about a second of CPU at most. A
-/// search that needs more is refused rather than allowed to occupy the server.
-pub const MATCH_BUDGET: u64 = 1_000_000_000;
+/// How much `like` matching one search may do, in automaton steps (per character, one per live
+/// state tested; usually a few): a fraction of a second of CPU, and room for a simple pattern
+/// over 10,000 actors with kilobyte descriptions. A search that needs more is refused rather
+/// than allowed to occupy the server.
+pub const MATCH_BUDGET: u64 = 300_000_000;
 
 /// What is left of a search's [`MATCH_BUDGET`].
 #[derive(Debug)]

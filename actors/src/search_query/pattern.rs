@@ -133,9 +133,9 @@ impl Pattern {
         self.is_match_within(text, &mut unlimited).unwrap_or(false)
     }
 
-    /// As [`Pattern::is_match`], taking from `budget` one step per live automaton state per
-    /// character (a literal pattern keeps a few states live; `a*a*a*...` keeps them all).
-    /// `None` when the budget runs out first.
+    /// As [`Pattern::is_match`], taking from `budget` the work it does: per character, one step
+    /// for every live automaton state tested (a class costs one per item). Usually few states
+    /// are live; `a*a*a*...` keeps them all. `None` when the budget runs out first.
     pub fn is_match_within(&self, text: &str, budget: &mut u64) -> Option<bool> {
         let n = self.pieces.len();
         let mut current = vec![false; n + 1];
@@ -147,11 +147,12 @@ impl Pattern {
             if current[n] && !self.anchored_end {
                 return Some(true);
             }
-            *budget = budget.checked_sub(live.len() as u64 + 1)?;
+            *budget = budget.checked_sub(1)?;
             for &i in &live {
                 let Some(piece) = self.pieces.get(i) else {
                     continue;
                 };
+                *budget = budget.checked_sub(piece.atom.cost())?;
                 if piece.atom.accepts(c) {
                     match piece.repeat {
                         Repeat::Star => self.add(&mut next, &mut next_live, i),
@@ -262,6 +263,14 @@ fn parse_class(chars: &[char], mut i: usize) -> Option<(Atom, usize)> {
 }
 
 impl Atom {
+    /// The steps one test of this atom costs (a class tests each of its items).
+    fn cost(&self) -> u64 {
+        match self {
+            Atom::Class { items, .. } => items.len() as u64 + 1,
+            _ => 1,
+        }
+    }
+
     fn accepts(&self, c: char) -> bool {
         match self {
             Atom::Char(x) => *x == c,
