@@ -144,16 +144,21 @@ impl Store {
         self.0.delete(Kind::Actors, db_id.as_str()).await
     }
 
+    /// Merges `patch` into an actor's record; `false` when there is no such actor.
+    async fn merge_actor(&self, db_id: &DbId, patch: &Map<String, Value>) -> Result<bool> {
+        Ok(matches!(
+            self.0
+                .merge(Kind::Actors, db_id.as_str(), None, patch)
+                .await?,
+            Merge::Applied(_)
+        ))
+    }
+
     /// Sets an actor's status message alone, leaving its status as it is now.
     pub async fn set_actor_status_message(&self, db_id: &DbId, message: &str) -> Result<bool> {
         let mut patch = Map::new();
         patch.insert("status_message".into(), Value::String(message.into()));
-        Ok(matches!(
-            self.0
-                .merge(Kind::Actors, db_id.as_str(), None, &patch)
-                .await?,
-            Merge::Applied(_)
-        ))
+        self.merge_actor(db_id, &patch).await
     }
 
     pub async fn set_actor_status(
@@ -165,23 +170,13 @@ impl Store {
         let mut patch = Map::new();
         patch.insert("status".into(), Value::String(status.as_str().into()));
         patch.insert("status_message".into(), Value::String(message.into()));
-        Ok(matches!(
-            self.0
-                .merge(Kind::Actors, db_id.as_str(), None, &patch)
-                .await?,
-            Merge::Applied(_)
-        ))
+        self.merge_actor(db_id, &patch).await
     }
 
     pub async fn set_actor_state(&self, db_id: &DbId, state: &Value) -> Result<bool> {
         let mut patch = Map::new();
         patch.insert("state".into(), state.clone());
-        Ok(matches!(
-            self.0
-                .merge(Kind::Actors, db_id.as_str(), None, &patch)
-                .await?,
-            Merge::Applied(_)
-        ))
+        self.merge_actor(db_id, &patch).await
     }
 
     // ---- workers ------------------------------------------------------------------------------
